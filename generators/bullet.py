@@ -1,0 +1,71 @@
+"""Building PyBullet bodies from scene objects; shared by the simulator and the fast renderer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pybullet as pb
+
+from generators.catalog import AssetEntry, Catalog
+from generators.geometry import to_pybullet_quat
+from generators.scene import SceneObject
+
+
+def connect() -> int:
+    """A headless client; deterministic contact ordering so equal seeds give equal trajectories."""
+    client = pb.connect(pb.DIRECT)
+    pb.setPhysicsEngineParameter(deterministicOverlappingPairs=1, physicsClientId=client)
+    return client
+
+
+def mesh_scale(obj: SceneObject, entry: AssetEntry) -> np.ndarray:
+    """Scale from the asset's mesh units to metres for this object."""
+    return entry.scale * np.asarray(obj.scale)
+
+
+def add_body(client: int, obj: SceneObject, catalog: Catalog, *, visual: bool) -> int:
+    """A body whose frame is the object's reference point (the centre of its mesh's box).
+
+    ``visual=False`` makes a collision-only body for simulation; ``visual=True`` a massless
+    visual-only body for rendering.
+    """
+    entry = catalog[obj.asset_id]
+    scale = mesh_scale(obj, entry)
+    offset = (-entry.mesh.center * scale).tolist()
+    collision, shape = -1, -1
+    if visual:
+        shape = pb.createVisualShape(
+            pb.GEOM_MESH,
+            fileName=str(entry.render_mesh),
+            meshScale=scale.tolist(),
+            rgbaColor=list(obj.material.color),
+            visualFramePosition=offset,
+            physicsClientId=client,
+        )
+    else:
+        collision = pb.createCollisionShape(
+            pb.GEOM_MESH,
+            fileName=str(entry.collision_mesh),
+            meshScale=scale.tolist(),
+            collisionFramePosition=offset,
+            physicsClientId=client,
+        )
+    body = pb.createMultiBody(
+        baseMass=0.0 if (obj.static or visual) else obj.mass,
+        baseCollisionShapeIndex=collision,
+        baseVisualShapeIndex=shape,
+        basePosition=list(obj.position),
+        baseOrientation=list(to_pybullet_quat(obj.quaternion)),
+        physicsClientId=client,
+    )
+    if not visual:
+        pb.changeDynamics(
+            body,
+            -1,
+            lateralFriction=obj.friction,
+            restitution=obj.restitution,
+            physicsClientId=client,
+        )
+        pb.resetBaseVelocity(
+            body, list(obj.linear_velocity), list(obj.angular_velocity), physicsClientId=client
+        )
+    return body

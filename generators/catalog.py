@@ -1,0 +1,187 @@
+"""The offline asset catalog: named objects from ``pybullet_data``, trimesh primitives, and the
+1,000 procedural ``random_urdfs`` objects as the ``distractor`` category.
+
+Nothing is downloaded: ``pybullet_data`` ships with PyBullet, and primitives are generated once
+into the cache folder (``VARIO_CACHE_DIR``, default ``~/.cache/vario``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pybullet_data
+import trimesh
+
+PYBULLET_DATA = Path(pybullet_data.getDataPath())
+DISTRACTOR = "distractor"
+SILHOUETTE_FACES = 400  # enough for a pixel-accurate outline at 1024 px, cheap to rasterise
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VARIO_CACHE_DIR", Path.home() / ".cache" / "vario"))
+
+
+@dataclass(frozen=True)
+class MeshInfo:
+    """What labelling needs of a render mesh, in mesh units (before the asset's scale)."""
+
+    center: np.ndarray  # centre of the axis-aligned box; an object's reference point
+    half_extents: np.ndarray
+    convex: bool
+    silhouette_vertices: np.ndarray  # (V, 3), relative to ``center``
+    silhouette_faces: np.ndarray  # (F, 3); empty when ``convex`` (the hull of vertices suffices)
+
+
+@dataclass(frozen=True)
+class AssetEntry:
+    asset_id: str
+    category: str
+    render_mesh: Path
+    collision_mesh: Path  # convex-decomposed where the source has one; PyBullet hulls it
+    urdf: Path | None  # the source URDF in pybullet_data, where there is one
+    scale: float  # uniform scale from mesh units to metres
+    color: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 1.0)
+    texture: Path | None = None
+    mass: float = 0.1
+
+    @property
+    def mesh(self) -> MeshInfo:
+        return mesh_info(self.render_mesh)
+
+    @property
+    def nominal_size(self) -> float:
+        """Longest side of the asset's box, in metres."""
+        return float(2 * self.mesh.half_extents.max() * self.scale)
+
+
+@functools.lru_cache(maxsize=2048)
+def mesh_info(path: Path) -> MeshInfo:
+    mesh = trimesh.load(path, force="mesh")
+    mesh.merge_vertices(merge_tex=True, merge_norm=True)  # UV seams split otherwise-closed meshes
+    lo, hi = mesh.bounds
+    center = (lo + hi) / 2
+    convex = bool(mesh.is_watertight and mesh.is_convex)
+    if convex:
+        vertices, faces = mesh.convex_hull.vertices, np.empty((0, 3), np.int64)
+    else:
+        small = mesh
+        if len(mesh.faces) > SILHOUETTE_FACES:
+            small = mesh.simplify_quadric_decimation(face_count=SILHOUETTE_FACES)
+        vertices, faces = small.vertices, small.faces
+    return MeshInfo(center, (hi - lo) / 2, convex, np.asarray(vertices) - center, faces)
+
+
+# category -> (render mesh, collision mesh or None for the render mesh, size in m, rgba, texture,
+# mass in kg). Sizes are tabletop-realistic; pybullet_data's own URDF scales vary widely.
+_NAMED = {
+    "duck": ("duck.obj", "duck_vhacd.obj", 0.09, (1, 1, 0.4, 1), "duckCM.png", 0.1),
+    "teddy": ("teddy2_VHACD_CHs.obj", None, 0.1, (1, 0.4, 0.4, 1), None, 0.1),
+    "bunny": ("bunny.obj", None, 0.08, (0.9, 0.85, 0.8, 1), None, 0.1),
+    "soccer_ball": ("soccerball.obj", None, 0.07, (1, 1, 1, 1), "colors16.png", 0.05),
+    "lego_brick": ("lego/lego.obj", "lego/lego_vhacd.obj", 0.032, (1, 0.2, 0.2, 1), None, 0.01),
+    "jenga_block": ("jenga/jenga.obj", None, 0.075, (1, 1, 1, 1), "jenga/jenga.png", 0.02),
+    "domino": ("domino/domino.obj", None, 0.05, (1, 1, 1, 1), "domino/domino.jpg", 0.025),
+    "cube": ("cube.obj", None, 0.05, (0.3, 0.6, 1, 1), "cube.png", 0.1),
+    "sphere": ("textured_sphere_smooth.obj", None, 0.05, (1, 1, 1, 1), "checker_blue.png", 0.1),
+    "mug": ("objects/mug.obj", "objects/mug_col.obj", 0.1, (1, 0.2, 0.2, 1), None, 0.2),
+    "table": ("table/table.obj", None, 1.0, (1, 1, 1, 1), "table/table.png", 0.0),
+    "tray": ("tray/tray_textured.obj", None, 0.6, (1, 1, 1, 1), "tray/tray.jpg", 0.0),
+}
+
+# Primitives made with trimesh, in metres (scale 1).
+_PRIMITIVES = {
+    "cylinder": lambda: trimesh.creation.cylinder(radius=0.025, height=0.07, sections=32),
+    "cone": lambda: trimesh.creation.cone(radius=0.03, height=0.07, sections=32),
+    "torus": lambda: trimesh.creation.torus(major_radius=0.03, minor_radius=0.012),
+    "capsule": lambda: trimesh.creation.capsule(height=0.05, radius=0.018, count=[16, 16]),
+}
+_PRIMITIVE_COLORS = {
+    "cylinder": (0.2, 0.8, 0.3, 1),
+    "cone": (0.9, 0.5, 0.1, 1),
+    "torus": (0.6, 0.3, 0.9, 1),
+    "capsule": (0.1, 0.7, 0.8, 1),
+}
+
+# The categories a tabletop scene treats as objects of interest (furniture and distractors aside).
+OBJECT_CATEGORIES = tuple([c for c in _NAMED if c not in ("table", "tray")] + list(_PRIMITIVES))
+
+
+def _primitive_mesh(name: str) -> Path:
+    """Write the primitive's OBJ once (atomically, so concurrent workers never read half a file)."""
+    path = cache_dir() / "primitives" / f"{name}.obj"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".obj.tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(trimesh.exchange.obj.export_obj(_PRIMITIVES[name](), include_texture=False))
+        os.replace(tmp, path)
+    return path
+
+
+def _urdf_mesh(urdf: Path) -> tuple[Path, float, tuple[float, float, float, float]]:
+    """Render mesh, uniform scale and colour declared by a single-link URDF."""
+    visual = ET.parse(urdf).getroot().find("link/visual")
+    mesh = visual.find("geometry/mesh")
+    color = visual.find("material/color")
+    rgba = tuple(float(v) for v in color.get("rgba").split()) if color is not None else None
+    scale = float(mesh.get("scale", "1").split()[0])
+    return urdf.parent / mesh.get("filename"), scale, rgba or (0.8, 0.8, 0.8, 1.0)
+
+
+class Catalog:
+    """All assets by id; ``category(name)`` lists one category's ids in a stable order."""
+
+    def __init__(self, entries: list[AssetEntry]):
+        self._entries = {e.asset_id: e for e in entries}
+
+    def __getitem__(self, asset_id: str) -> AssetEntry:
+        return self._entries[asset_id]
+
+    def __iter__(self):
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def categories(self) -> list[str]:
+        return sorted({e.category for e in self})
+
+    def category(self, name: str) -> list[AssetEntry]:
+        return [e for e in self if e.category == name]
+
+
+@functools.cache
+def default_catalog() -> Catalog:
+    entries = []
+    for category, (render, collision, size, rgba, texture, mass) in _NAMED.items():
+        render_path = PYBULLET_DATA / render
+        extent = 2 * mesh_info(render_path).half_extents.max()
+        urdf = next(iter(sorted(render_path.parent.glob("*.urdf"))), None)
+        entries.append(
+            AssetEntry(
+                asset_id=category,
+                category=category,
+                render_mesh=render_path,
+                collision_mesh=PYBULLET_DATA / (collision or render),
+                urdf=urdf,
+                scale=size / extent,
+                color=rgba,
+                texture=PYBULLET_DATA / texture if texture else None,
+                mass=mass,
+            )
+        )
+    for name in _PRIMITIVES:
+        path = _primitive_mesh(name)
+        entries.append(
+            AssetEntry(name, name, path, path, None, 1.0, _PRIMITIVE_COLORS[name], None, 0.1)
+        )
+    for urdf in sorted((PYBULLET_DATA / "random_urdfs").glob("*/*.urdf")):
+        mesh, scale, rgba = _urdf_mesh(urdf)
+        entries.append(AssetEntry(f"random_{urdf.stem}", DISTRACTOR, mesh, mesh, urdf, scale, rgba))
+    return Catalog(entries)

@@ -1,0 +1,39 @@
+"""What a generator is: a name, a version, a parameter model and a scene builder.
+
+A generator only *describes* scenes (``build_scene``); ``run`` is the one entry point that turns
+(parameters, seed, output folder) into a job archive, the same way for every generator.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+from generators.job import JobResult, run_job
+from generators.params import GeneratorParams
+from generators.scene import Scene
+
+
+class Generator(ABC):
+    name: ClassVar[str]
+    version: ClassVar[str]
+    Params: ClassVar[type[GeneratorParams]]
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def build_scene(self, params: GeneratorParams, seed: int) -> Scene:
+        """The scene for these parameters and seed; the same inputs give the same scene."""
+
+    def run(
+        self,
+        params: GeneratorParams,
+        seed: int,
+        out_dir: Path,
+        *,
+        batch_id: str = "adhoc",
+        on_frame: Callable[[int], None] | None = None,
+    ) -> JobResult:
+        """Build, simulate, render and label one job; write its archive into ``out_dir``."""
+        return run_job(self, params, seed, Path(out_dir), batch_id=batch_id, on_frame=on_frame)

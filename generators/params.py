@@ -1,0 +1,150 @@
+"""Generator parameters: the contract every field meets, their documentation, and turning
+``--set name=value`` strings into a validated model with field-level errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class ParameterError(ValueError):
+    """Invalid parameters; each message names the parameter, the value and what is allowed."""
+
+    def __init__(self, messages: list[str]):
+        super().__init__("\n".join(messages))
+        self.messages = messages
+
+
+class GeneratorParams(BaseModel):
+    """Base for a generator's parameter model.
+
+    Every field must be typed, documented, defaulted, and bounded: ``ge``/``le`` for numbers,
+    a ``Literal`` (or a list of one) for choices, or ``bool``. A model that breaks this
+    fails at import, so ``vario generators show`` can always print a complete table.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for doc in describe(cls):
+            if not doc.description or doc.allowed == "any":
+                raise TypeError(
+                    f"{cls.__name__}.{doc.name}: every parameter needs a description and a "
+                    "range (ge/le) or choices (Literal)"
+                )
+        for name, field in cls.model_fields.items():
+            if field.is_required():
+                raise TypeError(f"{cls.__name__}.{name}: every parameter needs a default")
+
+
+@dataclass(frozen=True)
+class ParamDoc:
+    name: str
+    type: str
+    default: Any
+    allowed: str
+    description: str
+
+
+def _allowed(schema: dict) -> str:
+    if "enum" in schema:
+        return "one of " + ", ".join(json.dumps(v) for v in schema["enum"])
+    if schema.get("type") == "boolean":
+        return "true or false"
+    if schema.get("type") == "array":
+        items = _allowed(schema.get("items", {}))
+        lo, hi = schema.get("minItems", 0), schema.get("maxItems")
+        size = f"{lo} to {hi}" if hi is not None else f"at least {lo}"
+        return f"list of {size} items, each {items}" if items != "any" else "any"
+    lo, hi = schema.get("minimum"), schema.get("maximum")
+    if lo is None and hi is None:
+        return "any"
+    text = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+    if "multipleOf" in schema:
+        text += f", a multiple of {schema['multipleOf']}"
+    return text
+
+
+def _type_name(schema: dict) -> str:
+    if schema.get("type") == "array":
+        return f"list[{_type_name(schema.get('items', {}))}]"
+    if "enum" in schema:
+        return "choice"
+    return {"integer": "int", "number": "float", "boolean": "bool"}.get(schema.get("type"), "str")
+
+
+def field_schemas(model: type[BaseModel]) -> dict[str, dict]:
+    schema = model.model_json_schema()
+    defs = schema.get("$defs", {})
+
+    def resolve(s: dict) -> dict:
+        if "$ref" in s:
+            s = {**defs[s["$ref"].split("/")[-1]], **{k: v for k, v in s.items() if k != "$ref"}}
+        if "items" in s:
+            s = {**s, "items": resolve(s["items"])}
+        return s
+
+    return {name: resolve(s) for name, s in schema["properties"].items()}
+
+
+def describe(model: type[BaseModel]) -> list[ParamDoc]:
+    """One row per parameter: type, default, allowed values, description."""
+    return [
+        ParamDoc(name, _type_name(s), s.get("default"), _allowed(s), s.get("description", ""))
+        for name, s in field_schemas(model).items()
+    ]
+
+
+def _coerce(text: str, schema: dict) -> Any:
+    """A ``--set`` string as the JSON value the field expects (lists split on commas)."""
+    if schema.get("type") == "array" and not text.startswith("["):
+        return [_coerce(part.strip(), schema.get("items", {})) for part in text.split(",") if part]
+    if schema.get("type") in ("integer", "number", "boolean") or text.startswith(("[", "{")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+    return text
+
+
+def parse_assignments(model: type[BaseModel], assignments: list[str]) -> dict[str, Any]:
+    """``["n_objects=5", "categories=duck,cube"]`` to a dict of typed values (not yet validated)."""
+    schemas = field_schemas(model)
+    values, errors = {}, []
+    for item in assignments:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep:
+            errors.append(f"{item!r}: expected NAME=VALUE")
+        else:  # unknown names pass through: ``validate`` reports them with the other errors
+            values[name] = _coerce(text, schemas.get(name, {}))
+    if errors:
+        raise ParameterError(errors)
+    return values
+
+
+def validate(model: type[BaseModel], values: dict[str, Any]) -> BaseModel:
+    """The validated model, or a ``ParameterError`` naming each bad parameter, value and range."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        docs = {d.name: d for d in describe(model)}
+        messages = []
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else "parameters"
+            if err["type"] == "extra_forbidden":
+                messages.append(
+                    f"{name}: unknown parameter (value {err['input']!r}); known: {', '.join(docs)}"
+                )
+                continue
+            doc = docs.get(name)
+            allowed = f"; allowed: {doc.type} {doc.allowed}" if doc else ""
+            where = "".join(f"[{p}]" for p in err["loc"][1:])
+            value = values.get(name, err["input"]) if not where else err["input"]
+            messages.append(f"{name}{where}: {value!r} is invalid ({err['msg']}){allowed}")
+        raise ParameterError(messages) from None

@@ -1,0 +1,117 @@
+"""PyBullet's own renderer: RGB, instance segmentation and metric depth, fast enough for previews
+and scale. ``ER_TINY_RENDERER`` runs on any CPU; with a GPU, ``ER_BULLET_HARDWARE_OPENGL``
+through the EGL plugin is used instead.
+
+It reads the same scene description as every renderer and only poses bodies from a
+``Trajectory``; it never steps physics. It shows the first light of the scene.
+"""
+
+from __future__ import annotations
+
+import os
+import pkgutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from generators import bullet
+from generators.bullet import pb
+from generators.catalog import Catalog
+from generators.geometry import opengl_view_matrix, to_pybullet_quat
+from generators.physics import Trajectory
+from generators.scene import Scene
+
+
+@dataclass(frozen=True)
+class FrameImages:
+    rgb: np.ndarray  # (H, W, 3) uint8
+    instances: np.ndarray  # (H, W) uint16; 0 background/unlabelled, i for labelled object i
+    depth: np.ndarray  # (H, W) float32 metres along the optical axis; inf where nothing is hit
+
+
+def gpu_available() -> bool:
+    return Path("/dev/nvidiactl").exists() or bool(os.environ.get("VARIO_FORCE_EGL"))
+
+
+class TinyRenderer:
+    def __init__(self, scene: Scene, catalog: Catalog, *, use_egl: bool | None = None):
+        self.scene = scene
+        self.client = bullet.connect()
+        self._engine = pb.ER_TINY_RENDERER
+        if gpu_available() if use_egl is None else use_egl:
+            egl = pkgutil.get_loader("eglRenderer")
+            pb.loadPlugin(egl.get_filename(), "_eglRendererPlugin", physicsClientId=self.client)
+            self._engine = pb.ER_BULLET_HARDWARE_OPENGL
+        textures: dict[Path, int] = {}
+        self.bodies = []
+        for obj in scene.objects:
+            body = bullet.add_body(self.client, obj, catalog, visual=True)
+            texture = obj.material.texture
+            if texture:
+                if texture not in textures:
+                    textures[texture] = pb.loadTexture(texture, physicsClientId=self.client)
+                pb.changeVisualShape(
+                    body, -1, textureUniqueId=textures[texture], physicsClientId=self.client
+                )
+            self.bodies.append(body)
+        # body unique id + 1 -> instance id (labelled objects are 1..N in scene order)
+        self._instance_of = np.zeros(max(self.bodies) + 2, np.uint16)
+        labelled = [b for b, o in zip(self.bodies, scene.objects, strict=True) if o.labelled]
+        self._instance_of[np.array(labelled, int) + 1] = np.arange(1, len(labelled) + 1)
+        cam = scene.camera
+        self._view = opengl_view_matrix(cam.position, cam.quaternion)
+        self._projection = pb.computeProjectionMatrixFOV(
+            cam.vertical_fov_deg, cam.width / cam.height, cam.near, cam.far
+        )
+
+    def close(self) -> None:
+        pb.disconnect(self.client)
+
+    def __enter__(self) -> TinyRenderer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def render(self, trajectory: Trajectory) -> Iterator[FrameImages]:
+        """One ``FrameImages`` per frame of the trajectory, rendered lazily."""
+        for frame in range(self.scene.frame_count):
+            yield self.render_frame(trajectory, frame)
+
+    def render_frame(self, trajectory: Trajectory, frame: int) -> FrameImages:
+        scene, cam = self.scene, self.scene.camera
+        for i, (body, obj) in enumerate(zip(self.bodies, scene.objects, strict=True)):
+            if not obj.static:
+                pb.resetBasePositionAndOrientation(
+                    body,
+                    trajectory.positions[frame, i].tolist(),
+                    to_pybullet_quat(trajectory.quaternions[frame, i]),
+                    physicsClientId=self.client,
+                )
+        light = scene.lights[0]
+        _, _, rgba, buffer, seg = pb.getCameraImage(
+            cam.width,
+            cam.height,
+            viewMatrix=self._view,
+            projectionMatrix=self._projection,
+            lightDirection=list(light.direction),
+            lightColor=[c * light.intensity for c in light.color],
+            lightAmbientCoeff=light.ambient,
+            lightDiffuseCoeff=light.diffuse,
+            lightSpecularCoeff=light.specular,
+            shadow=int(light.shadows),
+            renderer=self._engine,
+            physicsClientId=self.client,
+        )
+        rgb = np.asarray(rgba, np.uint8).reshape(cam.height, cam.width, 4)[..., :3]
+        seg = np.asarray(seg, np.int32).reshape(cam.height, cam.width)
+        buffer = np.asarray(buffer, np.float32).reshape(cam.height, cam.width)
+        depth = cam.far * cam.near / (cam.far - (cam.far - cam.near) * buffer)
+        depth[seg < 0] = np.inf
+        if cam.noise_std > 0:
+            rng = np.random.default_rng([scene.seed, frame])
+            noisy = rgb + rng.normal(0.0, cam.noise_std * 255.0, rgb.shape)
+            rgb = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+        return FrameImages(np.ascontiguousarray(rgb), self._instance_of[seg + 1], depth)

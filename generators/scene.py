@@ -1,0 +1,104 @@
+"""The scene description: plain data a generator builds and the simulator and renderers read.
+
+Kubric is the model: a generator only describes *what* is in the scene; ``physics`` decides how
+it moves and a renderer how it looks. Everything here serialises to JSON (``job.json``).
+Units and frames follow docs/conventions.md (metres, seconds, Z up, quaternions ``w, x, y, z``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from generators.geometry import Quat, Vec3
+
+RGBA = tuple[float, float, float, float]
+RGB = tuple[float, float, float]
+
+
+class _Plain(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Material(_Plain):
+    color: RGBA = (1.0, 1.0, 1.0, 1.0)
+    texture: str | None = Field(None, description="Image file mapped with the mesh's UVs.")
+
+
+class SceneObject(_Plain):
+    """One rigid body. ``position`` is the body's reference point: the centre of its mesh's box."""
+
+    name: str
+    asset_id: str
+    category: str
+    position: Vec3
+    quaternion: Quat = (1.0, 0.0, 0.0, 0.0)
+    scale: Vec3 = (1.0, 1.0, 1.0)
+    material: Material = Material()
+    static: bool = Field(False, description="Fixed in place (work-cell furniture, floor).")
+    labelled: bool = Field(True, description="Gets an instance id and label rows.")
+    mass: float = 0.1
+    friction: float = 0.5
+    restitution: float = 0.2
+    linear_velocity: Vec3 = (0.0, 0.0, 0.0)
+    angular_velocity: Vec3 = (0.0, 0.0, 0.0)
+
+
+class Light(_Plain):
+    """A directional light. ``direction`` points from the scene towards the light."""
+
+    direction: Vec3
+    color: RGB = (1.0, 1.0, 1.0)
+    intensity: float = 1.0
+    ambient: float = 0.4
+    diffuse: float = 0.6
+    specular: float = 0.2
+    shadows: bool = True
+
+
+class Camera(_Plain):
+    """A pinhole camera; pose is camera-to-world with OpenCV axes (x right, y down, z forward)."""
+
+    position: Vec3
+    quaternion: Quat
+    width: int
+    height: int
+    vertical_fov_deg: float
+    near: float = 0.01
+    far: float = 10.0
+    noise_std: float = Field(0.0, description="Gaussian sensor noise, in [0, 1] intensity units.")
+
+    @property
+    def intrinsics(self) -> tuple[float, float, float, float]:
+        """``fx, fy, cx, cy`` in pixels (square pixels, principal point at the image centre)."""
+        f = 0.5 * self.height / math.tan(math.radians(self.vertical_fov_deg) / 2)
+        return f, f, self.width / 2, self.height / 2
+
+
+class Scene(_Plain):
+    objects: tuple[SceneObject, ...]
+    lights: tuple[Light, ...]
+    camera: Camera
+    frame_count: int = Field(1, ge=1)
+    frame_rate: int = Field(24, ge=1)
+    step_rate: int = Field(240, ge=1, description="Physics steps per second.")
+    start_time: float = Field(0.0, ge=0, description="Simulated seconds before frame 0.")
+    gravity: Vec3 = (0.0, 0.0, -9.81)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _steps_divide_frames(self) -> Scene:
+        if self.step_rate % self.frame_rate:
+            raise ValueError(
+                f"step_rate ({self.step_rate}) must be a multiple of frame_rate ({self.frame_rate})"
+            )
+        return self
+
+    @property
+    def labelled_objects(self) -> list[SceneObject]:
+        """Objects that get instance ids 1..N, in this order."""
+        return [o for o in self.objects if o.labelled]
+
+    def frame_time(self, frame: int) -> float:
+        return self.start_time + frame / self.frame_rate

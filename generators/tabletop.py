@@ -1,0 +1,219 @@
+"""``tabletop``: a narrow domain. A fixed work cell (a table under one light, seen by a robot
+camera) with objects of interest and distractors dropped onto it.
+
+Semantic parameters (they change the answer): ``n_objects``, ``categories``, ``n_distractors``,
+``drop_height``, ``spread``. Visual (nuisance) parameters: everything about light, table texture,
+colour jitter, camera and sensor noise.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+from scipy.spatial.transform import Rotation
+
+from generators.catalog import DISTRACTOR, OBJECT_CATEGORIES, PYBULLET_DATA, default_catalog
+from generators.contract import Generator
+from generators.geometry import look_at, quat_wxyz, spherical_to_cartesian
+from generators.params import GeneratorParams
+from generators.scene import Camera, Light, Material, Scene, SceneObject
+
+Category = Literal[OBJECT_CATEGORIES]  # type: ignore[valid-type]
+
+TABLE_SIZE = (1.2, 0.8, 0.05)  # metres; the top surface is the plane z = 0
+TABLE_TEXTURES = {
+    "wood": "table/table.png",
+    "checker": "checker_blue.png",
+    "grid": "checker_grid.jpg",
+    "uv": "uvmap.png",
+    "plain": None,
+}
+
+
+class TabletopParams(GeneratorParams):
+    # semantic
+    n_objects: int = Field(4, ge=1, le=20, description="Objects of interest dropped on the table.")
+    categories: list[Category] = Field(
+        list(OBJECT_CATEGORIES),
+        min_length=1,
+        description="Categories the objects of interest are drawn from, uniformly.",
+    )
+    n_distractors: int = Field(
+        2, ge=0, le=20, description="Procedural distractor objects (random_urdfs)."
+    )
+    drop_height: float = Field(
+        0.15, ge=0.02, le=1.0, description="Height above the table of the lowest drop, m."
+    )
+    spread: float = Field(
+        0.2, ge=0.05, le=0.35, description="Half-width of the square objects drop into, m."
+    )
+    # visual / nuisance
+    light_azimuth: float = Field(45.0, ge=0, le=360, description="Light azimuth from +X, deg.")
+    light_elevation: float = Field(
+        60.0, ge=10, le=90, description="Light elevation above the table, deg."
+    )
+    light_intensity: float = Field(1.0, ge=0.2, le=2.0, description="Light colour multiplier.")
+    light_temperature: float = Field(
+        6500.0, ge=2000, le=12000, description="Light colour temperature, kelvin."
+    )
+    ambient: float = Field(0.5, ge=0, le=1, description="Ambient lighting coefficient.")
+    diffuse: float = Field(0.6, ge=0, le=1, description="Diffuse lighting coefficient.")
+    specular: float = Field(0.2, ge=0, le=1, description="Specular lighting coefficient.")
+    shadows: bool = Field(True, description="Cast shadows.")
+    table_texture: Literal[tuple(TABLE_TEXTURES)] = Field(  # type: ignore[valid-type]
+        "wood", description="Texture on the table top."
+    )
+    color_jitter: float = Field(
+        0.0, ge=0, le=1, description="Object hue jitter: 0 keeps catalog colours, 1 any hue."
+    )
+    camera_distance: float = Field(
+        0.9, ge=0.3, le=2.5, description="Camera distance to the table centre, m."
+    )
+    camera_elevation: float = Field(
+        55.0, ge=15, le=89, description="Camera elevation above the table, deg."
+    )
+    camera_azimuth: float = Field(0.0, ge=0, le=360, description="Camera azimuth from +X, deg.")
+    fov: float = Field(45.0, ge=20, le=90, description="Vertical field of view, deg.")
+    sensor_noise: float = Field(
+        0.0, ge=0, le=0.2, description="Std of Gaussian pixel noise, in [0, 1] intensity."
+    )
+    # frames
+    n_frames: int = Field(1, ge=1, le=240, description="Frames: 1 is a still, more a clip.")
+    frame_rate: int = Field(24, ge=1, le=60, description="Frames per second.")
+    step_rate: int = Field(
+        240, ge=60, le=1200, description="Physics steps per second (a multiple of frame_rate)."
+    )
+    start_time: float = Field(
+        1.0, ge=0, le=5, description="Simulated seconds before frame 0 (0 shows the drop)."
+    )
+    resolution: int = Field(
+        256, ge=64, le=1024, multiple_of=2, description="Image width and height, px (even)."
+    )
+
+    @model_validator(mode="after")
+    def _steps_divide_frames(self) -> TabletopParams:
+        if self.step_rate % self.frame_rate:
+            raise ValueError(
+                f"step_rate={self.step_rate} must be a multiple of frame_rate={self.frame_rate}"
+            )
+        return self
+
+
+def kelvin_to_rgb(kelvin: float) -> tuple[float, float, float]:
+    """Approximate black-body colour (Tanner Helland's fit), normalised to a max of 1."""
+    t = kelvin / 100
+    r = 255.0 if t <= 66 else 329.698727446 * (t - 60) ** -0.1332047592
+    g = (
+        99.4708025861 * math.log(t) - 161.1195681661
+        if t <= 66
+        else 288.1221695283 * (t - 60) ** -0.0755148492
+    )
+    b = 255.0 if t >= 66 else (0.0 if t <= 19 else 138.5177312231 * math.log(t - 10) - 305.0447927)
+    rgb = np.clip([r, g, b], 0, 255) / 255
+    return tuple(float(c) for c in rgb / rgb.max())
+
+
+def _jitter(rgba, amount: float, rng: np.random.Generator):
+    h, s, v = colorsys.rgb_to_hsv(*rgba[:3])
+    h = (h + amount * rng.uniform(-0.5, 0.5)) % 1.0
+    s = max(s, amount * 0.6)  # grey objects get some colour when jittered
+    return (*colorsys.hsv_to_rgb(h, s, v), rgba[3])
+
+
+class TabletopGenerator(Generator):
+    name = "tabletop"
+    version = "1.0.0"
+    Params = TabletopParams
+    description = "Objects of interest and distractors dropped on a table, seen by a robot camera."
+
+    def build_scene(self, params: TabletopParams, seed: int) -> Scene:
+        rng = np.random.default_rng(seed)
+        catalog = default_catalog()
+        table = SceneObject(
+            name="table",
+            asset_id="table",
+            category="table",
+            position=(0.0, 0.0, -TABLE_SIZE[2] / 2),
+            scale=TABLE_SIZE,
+            static=True,
+            labelled=False,
+            material=Material(
+                color=(1, 1, 1, 1) if params.table_texture != "plain" else (0.6, 0.6, 0.6, 1),
+                texture=_texture(TABLE_TEXTURES[params.table_texture]),
+            ),
+        )
+        distractor_ids = [e.asset_id for e in catalog.category(DISTRACTOR)]
+        picks = [catalog[str(rng.choice(params.categories))] for _ in range(params.n_objects)] + [
+            catalog[str(rng.choice(distractor_ids))] for _ in range(params.n_distractors)
+        ]
+        placed: list[tuple[np.ndarray, float]] = []
+        objects = [table]
+        for i, entry in enumerate(picks):
+            position = _free_spot(placed, entry.nominal_size / 2, params, rng)
+            placed.append((position, entry.nominal_size / 2))
+            objects.append(
+                SceneObject(
+                    name=f"{entry.category}_{i}",
+                    asset_id=entry.asset_id,
+                    category=entry.category,
+                    position=tuple(position),
+                    quaternion=quat_wxyz(Rotation.random(rng=rng)),
+                    mass=entry.mass,
+                    material=Material(
+                        color=_jitter(entry.color, params.color_jitter, rng),
+                        texture=str(entry.texture) if entry.texture else None,
+                    ),
+                )
+            )
+        light_dir = spherical_to_cartesian(1.0, params.light_azimuth, params.light_elevation)
+        light = Light(
+            direction=tuple(light_dir),
+            color=kelvin_to_rgb(params.light_temperature),
+            intensity=params.light_intensity,
+            ambient=params.ambient,
+            diffuse=params.diffuse,
+            specular=params.specular,
+            shadows=params.shadows,
+        )
+        target = np.array([0.0, 0.0, 0.03])
+        eye = target + spherical_to_cartesian(
+            params.camera_distance, params.camera_azimuth, params.camera_elevation
+        )
+        camera = Camera(
+            position=tuple(eye),
+            quaternion=quat_wxyz(look_at(eye, target)),
+            width=params.resolution,
+            height=params.resolution,
+            vertical_fov_deg=params.fov,
+            noise_std=params.sensor_noise,
+        )
+        return Scene(
+            objects=tuple(objects),
+            lights=(light,),
+            camera=camera,
+            frame_count=params.n_frames,
+            frame_rate=params.frame_rate,
+            step_rate=params.step_rate,
+            start_time=params.start_time,
+            seed=seed,
+        )
+
+
+def _texture(relative: str | None) -> str | None:
+    return str(PYBULLET_DATA / relative) if relative else None
+
+
+def _free_spot(placed, radius: float, params: TabletopParams, rng: np.random.Generator):
+    """A drop position whose bounding sphere misses every earlier one (rising if crowded)."""
+    z = params.drop_height + radius
+    while True:
+        for _ in range(30):
+            xy = rng.uniform(-params.spread, params.spread, 2)
+            spot = np.array([xy[0], xy[1], z])
+            if all(np.linalg.norm(spot - p) > r + radius + 0.005 for p, r in placed):
+                return spot
+        z += 0.05

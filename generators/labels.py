@@ -5,6 +5,8 @@ Occlusion and truncation need each object's *amodal* silhouette (the whole objec
 others). It is rasterised from the asset's silhouette mesh projected through the camera, and
 only where it can matter: when another object's pixels fall inside the projected box
 (occlusion) or the box crosses the image border (truncation). Elsewhere both are exactly 0.
+Occluded pixels are other objects' pixels at least one pixel inside the silhouette and nearer
+than its far side; occlusion = occluded / (visible + occluded).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from generators.render_tiny import FrameImages
 from generators.scene import Camera, Scene
 
 _SUBPIXEL_BITS = 4  # cv2 fixed-point polygon vertices: 1/16 px
+_RIM = np.ones((3, 3), np.uint8)
 
 
 def image_stats(rgb: np.ndarray) -> tuple[float, float]:
@@ -107,7 +110,10 @@ def occlusion_and_truncation(
     ids = images.instances[region]
     others = (ids != 0) & (ids != instance) & (images.depth[region] < proj.far_z)
     if others.any():
-        occluded = int((proj.mask(lo_img, hi_img) & others).sum())
+        # cv2 fills pixels on polygon edges, the renderer does not: a one-pixel rim of the
+        # silhouette may hold a neighbour that only touches the object, so it does not count
+        inner = cv2.erode(proj.mask(lo_img, hi_img).view(np.uint8), _RIM).view(bool)
+        occluded = int((inner & others).sum())
         occlusion = occluded / (visible + occluded)
     return occlusion, truncation
 

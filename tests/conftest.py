@@ -1,0 +1,83 @@
+"""Shared fixtures: small real jobs and hand-made scenes rendered with the fast renderer."""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from generators.catalog import default_catalog
+from generators.geometry import look_at, quat_wxyz
+from generators.labels import frame_labels
+from generators.physics import simulate
+from generators.render_tiny import FrameImages, TinyRenderer
+from generators.scene import Camera, Light, Scene, SceneObject
+from generators.tabletop import TabletopGenerator
+
+SMALL = {"resolution": 96, "n_objects": 5, "n_distractors": 2, "n_frames": 3}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_dir(tmp_path_factory):
+    """Primitives are generated into a per-session cache, as on a fresh machine."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VARIO_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    default_catalog.cache_clear()
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tabletop_job(tmp_path_factory):
+    gen = TabletopGenerator()
+    params = gen.Params(**SMALL, start_time=0.1)
+    return gen.run(params, 11, tmp_path_factory.mktemp("job"))
+
+
+def read_member(archive: Path, name: str) -> bytes:
+    with zipfile.ZipFile(archive) as z:
+        return z.read(name)
+
+
+@dataclass
+class Rendered:
+    scene: Scene
+    images: FrameImages
+    objects: list[dict]
+
+
+def top_down_scene(objects: list[SceneObject], size: int = 96, height: float = 1.0) -> Scene:
+    eye = np.array([0.0, 0.0, height])
+    camera = Camera(
+        position=tuple(eye),
+        quaternion=quat_wxyz(look_at(eye, np.zeros(3))),
+        width=size,
+        height=size,
+        vertical_fov_deg=30.0,
+    )
+    light = Light(direction=(0.3, 0.3, 1.0), shadows=False)
+    return Scene(objects=tuple(objects), lights=(light,), camera=camera)
+
+
+def cube(name: str, position, size: float = 1.0) -> SceneObject:
+    """A static catalog cube (5 cm times ``size``) that stays where it is put."""
+    return SceneObject(
+        name=name,
+        asset_id="cube",
+        category="cube",
+        position=position,
+        scale=(size, size, size),
+        static=True,
+    )
+
+
+def render_still(scene: Scene) -> Rendered:
+    catalog = default_catalog()
+    trajectory = simulate(scene, catalog)
+    with TinyRenderer(scene, catalog) as renderer:
+        images = renderer.render_frame(trajectory, 0)
+    _, objects = frame_labels(scene, catalog, trajectory, 0, images)
+    return Rendered(scene, images, objects)

@@ -7,6 +7,7 @@ written.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def _run(name: str, assignments: list[str], seed: int, out: Path, batch_id: str)
         params = validate(gen.Params, parse_assignments(gen.Params, assignments))
     except ParameterError as exc:
         _fail(f"invalid parameters for {name}:\n  " + "\n  ".join(exc.messages))
+    # SIGTERM unwinds like Ctrl-C, so the partial archive is removed (SIGKILL leaves only it)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     with tqdm(total=params.n_frames, desc=f"{name} seed={seed}", unit="frame") as bar:
         result = gen.run(params, seed, out, batch_id=batch_id, on_frame=lambda _: bar.update())
     return result
@@ -114,3 +117,7 @@ def demo(out: Path) -> None:
     )
     click.echo(f"archive: {result.archive}\nlabels:  {labels}/\n\n{sql}\n")
     click.echo(duckdb.sql(sql))
+
+
+if __name__ == "__main__":
+    main()

@@ -32,10 +32,11 @@ class GeneratorParams(BaseModel):
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         for doc in describe(cls):
-            if not doc.description or doc.allowed == "any":
+            if not doc.description:
+                raise TypeError(f"{cls.__name__}.{doc.name}: undocumented; add a description")
+            if doc.allowed == "any":
                 raise TypeError(
-                    f"{cls.__name__}.{doc.name}: every parameter needs a description and a "
-                    "range (ge/le) or choices (Literal)"
+                    f"{cls.__name__}.{doc.name}: unbounded; add ge/le or choices (Literal)"
                 )
         for name, field in cls.model_fields.items():
             if field.is_required():

@@ -1,0 +1,84 @@
+"""Jobs end to end: interrupted writes, physics, the catalog."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from generators.catalog import DISTRACTOR, OBJECT_CATEGORIES, default_catalog
+from generators.physics import simulate
+from generators.tabletop import TABLE_SIZE, TabletopGenerator
+
+
+def _start_long_job(out):
+    args = ["run", "tabletop", "--set", "n_frames=240", "--set", "resolution=128"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "dagster_project.cli", *args, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _wait_for_partial(out, proc, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if out.exists() and any(p.name.endswith(".partial") for p in out.iterdir()):
+            time.sleep(0.3)  # well into writing frames
+            return
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    raise AssertionError("the job never started writing")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_job_killed_mid_write_leaves_no_archive(tmp_path, sig):
+    out = tmp_path / "out"
+    proc = _start_long_job(out)
+    _wait_for_partial(out, proc)
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    left = sorted(p.name for p in out.iterdir())
+    assert not [name for name in left if name.endswith(".zip")]
+    if sig == signal.SIGTERM:  # a catchable signal also removes the partial file
+        assert left == [] and proc.returncode == 128 + signal.SIGTERM
+
+
+def test_objects_settle_on_the_table():
+    gen = TabletopGenerator()
+    params = gen.Params(n_objects=6, n_distractors=2, start_time=2.0, n_frames=2)
+    scene = gen.build_scene(params, 3)
+    traj = simulate(scene, default_catalog())
+    dynamic = [i for i, o in enumerate(scene.objects) if not o.static]
+    z = traj.positions[-1, dynamic, 2]
+    assert (z > 0).all() and (z < 0.15).all()  # resting on the top at z = 0
+    xy = np.abs(traj.positions[-1, dynamic, :2])
+    assert (xy < np.array(TABLE_SIZE[:2]) / 2).all()
+    assert np.abs(traj.linear_velocities[-1, dynamic]).max() < 0.05
+
+
+def test_velocities_are_the_derivative_of_positions_in_free_fall():
+    gen = TabletopGenerator()
+    params = gen.Params(n_objects=1, n_distractors=0, drop_height=1.0, start_time=0, n_frames=6)
+    scene = gen.build_scene(params, 0)
+    traj = simulate(scene, default_catalog())
+    z, vz = traj.positions[:, 1, 2], traj.linear_velocities[:, 1, 2]
+    dt = 1 / scene.frame_rate
+    assert np.allclose(vz, -9.81 * np.arange(6) * dt, atol=0.05)
+    # semi-implicit Euler with PyBullet's default damping: within one step's worth of g
+    assert np.allclose(np.diff(z) / dt, (vz[1:] + vz[:-1]) / 2, atol=9.81 / scene.step_rate)
+
+
+def test_catalog_installs_offline_with_named_categories_primitives_and_distractors():
+    catalog = default_catalog()
+    assert len(catalog.category(DISTRACTOR)) == 1000
+    assert set(OBJECT_CATEGORIES) | {"table", "tray"} <= set(catalog.categories())
+    for entry in catalog:
+        assert entry.render_mesh.exists() and entry.collision_mesh.exists()
+    for category in OBJECT_CATEGORIES:
+        for entry in catalog.category(category):
+            assert 0.02 < entry.nominal_size < 0.15, entry.asset_id

@@ -22,16 +22,17 @@ def mesh_scale(obj: SceneObject, entry: AssetEntry) -> np.ndarray:
     return entry.scale * np.asarray(obj.scale)
 
 
-def add_body(client: int, obj: SceneObject, catalog: Catalog, *, visual: bool) -> int:
+def add_body(
+    client: int, obj: SceneObject, catalog: Catalog, *, visual: bool, collision: bool
+) -> int:
     """A body whose frame is the object's reference point (the centre of its mesh's box).
 
-    ``visual=False`` makes a collision-only body for simulation; ``visual=True`` a massless
-    visual-only body for rendering.
+    The simulator builds collision-only bodies and the renderer visual-only, massless ones.
     """
     entry = catalog[obj.asset_id]
     scale = mesh_scale(obj, entry)
     offset = (-entry.mesh.center * scale).tolist()
-    collision, shape = -1, -1
+    shape = collision_shape = -1
     if visual:
         shape = pb.createVisualShape(
             pb.GEOM_MESH,
@@ -41,8 +42,8 @@ def add_body(client: int, obj: SceneObject, catalog: Catalog, *, visual: bool) -
             visualFramePosition=offset,
             physicsClientId=client,
         )
-    else:
-        collision = pb.createCollisionShape(
+    if collision:
+        collision_shape = pb.createCollisionShape(
             pb.GEOM_MESH,
             fileName=str(entry.collision_mesh),
             meshScale=scale.tolist(),
@@ -50,14 +51,14 @@ def add_body(client: int, obj: SceneObject, catalog: Catalog, *, visual: bool) -
             physicsClientId=client,
         )
     body = pb.createMultiBody(
-        baseMass=0.0 if (obj.static or visual) else obj.mass,
-        baseCollisionShapeIndex=collision,
+        baseMass=0.0 if (obj.static or not collision) else obj.mass,
+        baseCollisionShapeIndex=collision_shape,
         baseVisualShapeIndex=shape,
         basePosition=list(obj.position),
         baseOrientation=list(to_pybullet_quat(obj.quaternion)),
         physicsClientId=client,
     )
-    if not visual:
+    if collision:
         pb.changeDynamics(
             body,
             -1,
@@ -69,3 +70,10 @@ def add_body(client: int, obj: SceneObject, catalog: Catalog, *, visual: bool) -
             body, list(obj.linear_velocity), list(obj.angular_velocity), physicsClientId=client
         )
     return body
+
+
+def apply_texture(client: int, body: int, path: str, loaded: dict[str, int]) -> None:
+    """Map an image onto a body, loading each file once per client (``loaded`` remembers)."""
+    if path not in loaded:
+        loaded[path] = pb.loadTexture(path, physicsClientId=client)
+    pb.changeVisualShape(body, -1, textureUniqueId=loaded[path], physicsClientId=client)

@@ -31,7 +31,9 @@ def simulate(scene: Scene, catalog: Catalog) -> Trajectory:
     try:
         pb.setGravity(*scene.gravity, physicsClientId=client)
         pb.setTimeStep(1.0 / scene.step_rate, physicsClientId=client)
-        bodies = [bullet.add_body(client, o, catalog, visual=False) for o in scene.objects]
+        bodies = [
+            bullet.add_body(client, o, catalog, visual=False, collision=True) for o in scene.objects
+        ]
         n, f = len(bodies), scene.frame_count
         positions, quats = np.zeros((f, n, 3)), np.zeros((f, n, 4))
         lin, ang = np.zeros((f, n, 3)), np.zeros((f, n, 3))

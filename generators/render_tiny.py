@@ -35,36 +35,51 @@ def gpu_available() -> bool:
     return Path("/dev/nvidiactl").exists() or bool(os.environ.get("VARIO_FORCE_EGL"))
 
 
+def choose_engine(client: int, use_egl: bool | None = None) -> int:
+    """``ER_BULLET_HARDWARE_OPENGL`` through EGL when a GPU is there (or asked for), else tiny."""
+    if gpu_available() if use_egl is None else use_egl:
+        egl = pkgutil.get_loader("eglRenderer")
+        pb.loadPlugin(egl.get_filename(), "_eglRendererPlugin", physicsClientId=client)
+        return pb.ER_BULLET_HARDWARE_OPENGL
+    return pb.ER_TINY_RENDERER
+
+
+def camera_image_args(scene: Scene, engine: int) -> dict:
+    """``getCameraImage`` arguments for the scene's camera and first light."""
+    cam, light = scene.camera, scene.lights[0]
+    return {
+        "width": cam.width,
+        "height": cam.height,
+        "viewMatrix": opengl_view_matrix(cam.position, cam.quaternion),
+        "projectionMatrix": pb.computeProjectionMatrixFOV(
+            cam.vertical_fov_deg, cam.width / cam.height, cam.near, cam.far
+        ),
+        "lightDirection": list(light.direction),
+        "lightColor": [c * light.intensity for c in light.color],
+        "lightAmbientCoeff": light.ambient,
+        "lightDiffuseCoeff": light.diffuse,
+        "lightSpecularCoeff": light.specular,
+        "shadow": int(light.shadows),
+        "renderer": engine,
+    }
+
+
 class TinyRenderer:
     def __init__(self, scene: Scene, catalog: Catalog, *, use_egl: bool | None = None):
         self.scene = scene
         self.client = bullet.connect()
-        self._engine = pb.ER_TINY_RENDERER
-        if gpu_available() if use_egl is None else use_egl:
-            egl = pkgutil.get_loader("eglRenderer")
-            pb.loadPlugin(egl.get_filename(), "_eglRendererPlugin", physicsClientId=self.client)
-            self._engine = pb.ER_BULLET_HARDWARE_OPENGL
-        textures: dict[Path, int] = {}
+        self._engine = choose_engine(self.client, use_egl)
+        textures: dict[str, int] = {}
         self.bodies = []
         for obj in scene.objects:
-            body = bullet.add_body(self.client, obj, catalog, visual=True)
-            texture = obj.material.texture
-            if texture:
-                if texture not in textures:
-                    textures[texture] = pb.loadTexture(texture, physicsClientId=self.client)
-                pb.changeVisualShape(
-                    body, -1, textureUniqueId=textures[texture], physicsClientId=self.client
-                )
+            body = bullet.add_body(self.client, obj, catalog, visual=True, collision=False)
+            if obj.material.texture:
+                bullet.apply_texture(self.client, body, obj.material.texture, textures)
             self.bodies.append(body)
         # body unique id + 1 -> instance id (labelled objects are 1..N in scene order)
         self._instance_of = np.zeros(max(self.bodies) + 2, np.uint16)
         labelled = [b for b, o in zip(self.bodies, scene.objects, strict=True) if o.labelled]
         self._instance_of[np.array(labelled, int) + 1] = np.arange(1, len(labelled) + 1)
-        cam = scene.camera
-        self._view = opengl_view_matrix(cam.position, cam.quaternion)
-        self._projection = pb.computeProjectionMatrixFOV(
-            cam.vertical_fov_deg, cam.width / cam.height, cam.near, cam.far
-        )
 
     def close(self) -> None:
         pb.disconnect(self.client)
@@ -90,20 +105,8 @@ class TinyRenderer:
                     to_pybullet_quat(trajectory.quaternions[frame, i]),
                     physicsClientId=self.client,
                 )
-        light = scene.lights[0]
         _, _, rgba, buffer, seg = pb.getCameraImage(
-            cam.width,
-            cam.height,
-            viewMatrix=self._view,
-            projectionMatrix=self._projection,
-            lightDirection=list(light.direction),
-            lightColor=[c * light.intensity for c in light.color],
-            lightAmbientCoeff=light.ambient,
-            lightDiffuseCoeff=light.diffuse,
-            lightSpecularCoeff=light.specular,
-            shadow=int(light.shadows),
-            renderer=self._engine,
-            physicsClientId=self.client,
+            **camera_image_args(scene, self._engine), physicsClientId=self.client
         )
         rgb = np.asarray(rgba, np.uint8).reshape(cam.height, cam.width, 4)[..., :3]
         seg = np.asarray(seg, np.int32).reshape(cam.height, cam.width)

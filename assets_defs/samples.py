@@ -33,7 +33,7 @@ def sample_job(
         config.seed,
         storage.path("samples"),
         batch_id="sample",
-        on_frame=lambda i: context.log.debug(f"frame {i + 1} rendered"),
+        on_frame=lambda done, total: context.log.debug(f"frame {done}/{total} rendered"),
     )
     jobs = result.jobs.to_pylist()[0]
     return dg.MaterializeResult(

@@ -80,9 +80,13 @@ def _run(name: str, assignments: list[str], seed: int, out: Path, batch_id: str)
         _fail(f"invalid parameters for {name}:\n  " + "\n  ".join(exc.messages))
     # SIGTERM unwinds like Ctrl-C, so the partial archive is removed (SIGKILL leaves only it)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    with tqdm(total=params.n_frames, desc=f"{name} seed={seed}", unit="frame") as bar:
-        result = gen.run(params, seed, out, batch_id=batch_id, on_frame=lambda _: bar.update())
-    return result
+    with tqdm(desc=f"{name} seed={seed}", unit="frame") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        return gen.run(params, seed, out, batch_id=batch_id, on_frame=progress)
 
 
 @main.command("run")

@@ -63,6 +63,8 @@ def add_body(
             body,
             -1,
             lateralFriction=obj.friction,
+            rollingFriction=obj.rolling_friction,
+            spinningFriction=obj.rolling_friction,
             restitution=obj.restitution,
             physicsClientId=client,
         )

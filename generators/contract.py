@@ -33,7 +33,10 @@ class Generator(ABC):
         out_dir: Path,
         *,
         batch_id: str = "adhoc",
-        on_frame: Callable[[int], None] | None = None,
+        on_frame: Callable[[int, int], None] | None = None,
     ) -> JobResult:
-        """Build, simulate, render and label one job; write its archive into ``out_dir``."""
+        """Build, simulate, render and label one job; write its archive into ``out_dir``.
+
+        ``on_frame(done, total)`` is called after each frame, for progress reports.
+        """
         return run_job(self, params, seed, Path(out_dir), batch_id=batch_id, on_frame=on_frame)

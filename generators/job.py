@@ -81,7 +81,7 @@ def run_job(
     out_dir: Path,
     *,
     batch_id: str,
-    on_frame: Callable[[int], None] | None = None,
+    on_frame: Callable[[int, int], None] | None = None,
 ) -> JobResult:
     started = time.perf_counter()
     jid = job_id(generator, params, seed)
@@ -111,7 +111,7 @@ def run_job(
             timing["render"] += t1 - t0
             timing["label"] += time.perf_counter() - t1
             if on_frame:
-                on_frame(frame)
+                on_frame(frame + 1, scene.frame_count)
         timing["write"] = sum(f.result() for f in written)
         t0 = time.perf_counter()
         archive.write("video.mp4", video.finish())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pkgutil
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,10 @@ def choose_engine(client: int, use_egl: bool | None = None) -> int:
     """``ER_BULLET_HARDWARE_OPENGL`` through EGL when a GPU is there (or asked for), else tiny."""
     if gpu_available() if use_egl is None else use_egl:
         egl = pkgutil.get_loader("eglRenderer")
-        pb.loadPlugin(egl.get_filename(), "_eglRendererPlugin", physicsClientId=client)
-        return pb.ER_BULLET_HARDWARE_OPENGL
+        plugin = pb.loadPlugin(egl.get_filename(), "_eglRendererPlugin", physicsClientId=client)
+        if plugin >= 0:
+            return pb.ER_BULLET_HARDWARE_OPENGL
+        warnings.warn("EGL renderer plugin failed to load; using the tiny renderer", stacklevel=2)
     return pb.ER_TINY_RENDERER
 
 

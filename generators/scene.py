@@ -40,6 +40,9 @@ class SceneObject(_Plain):
     labelled: bool = Field(True, description="Gets an instance id and label rows.")
     mass: float = 0.1
     friction: float = 0.5
+    rolling_friction: float = Field(
+        0.002, description="Rolling and spinning resistance, so round things come to rest."
+    )
     restitution: float = 0.2
     linear_velocity: Vec3 = (0.0, 0.0, 0.0)
     angular_velocity: Vec3 = (0.0, 0.0, 0.0)

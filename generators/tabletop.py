@@ -25,6 +25,15 @@ from generators.scene import Camera, Light, Material, Scene, SceneObject
 Category = Literal[OBJECT_CATEGORIES]  # type: ignore[valid-type]
 
 TABLE_SIZE = (1.2, 0.8, 0.05)  # metres; the top surface is the plane z = 0
+# Images in pybullet_data used as random object textures (shown on meshes with UVs).
+TEXTURE_LIBRARY = (
+    "checker_blue.png",
+    "checker_grid.jpg",
+    "colors16.png",
+    "tex256.png",
+    "uvmap.png",
+    "cube.png",
+)
 TABLE_TEXTURES = {
     "wood": "table/table.png",
     "checker": "checker_blue.png",
@@ -66,6 +75,10 @@ class TabletopParams(GeneratorParams):
     shadows: bool = Field(True, description="Cast shadows.")
     table_texture: Literal[tuple(TABLE_TEXTURES)] = Field(  # type: ignore[valid-type]
         "wood", description="Texture on the table top."
+    )
+    object_texture: Literal["catalog", "random", "none"] = Field(
+        "catalog",
+        description="Object textures: the asset's own, a random one from the library, or none.",
     )
     color_jitter: float = Field(
         0.0, ge=0, le=1, description="Object hue jitter: 0 keeps catalog colours, 1 any hue."
@@ -131,7 +144,9 @@ class TabletopGenerator(Generator):
     description = "Objects of interest and distractors dropped on a table, seen by a robot camera."
 
     def build_scene(self, params: TabletopParams, seed: int) -> Scene:
-        rng = np.random.default_rng(seed)
+        # separate streams: changing a visual parameter must not move a single object
+        rng = np.random.default_rng([seed, 0])
+        looks = np.random.default_rng([seed, 1])
         catalog = default_catalog()
         table = SceneObject(
             name="table",
@@ -164,8 +179,8 @@ class TabletopGenerator(Generator):
                     quaternion=quat_wxyz(Rotation.random(rng=rng)),
                     mass=entry.mass,
                     material=Material(
-                        color=_jitter(entry.color, params.color_jitter, rng),
-                        texture=str(entry.texture) if entry.texture else None,
+                        color=_jitter(entry.color, params.color_jitter, looks),
+                        texture=_object_texture(entry, params.object_texture, looks),
                     ),
                 )
             )
@@ -201,6 +216,14 @@ class TabletopGenerator(Generator):
             start_time=params.start_time,
             seed=seed,
         )
+
+
+def _object_texture(entry, choice: str, rng: np.random.Generator) -> str | None:
+    if choice == "random":
+        return _texture(str(rng.choice(TEXTURE_LIBRARY)))
+    if choice == "catalog" and entry.texture:
+        return str(entry.texture)
+    return None
 
 
 def _texture(relative: str | None) -> str | None:

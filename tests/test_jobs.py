@@ -82,3 +82,25 @@ def test_catalog_installs_offline_with_named_categories_primitives_and_distracto
     for category in OBJECT_CATEGORIES:
         for entry in catalog.category(category):
             assert 0.02 < entry.nominal_size < 0.15, entry.asset_id
+
+
+def test_visual_parameters_change_pixels_but_not_the_scene(tmp_path):
+    gen = TabletopGenerator()
+    base = {"n_objects": 5, "resolution": 64, "n_frames": 2, "start_time": 0.2}
+    plain = gen.run(gen.Params(**base), 4, tmp_path)
+    styled = gen.run(
+        gen.Params(
+            **base,
+            color_jitter=1.0,
+            object_texture="random",
+            table_texture="checker",
+            light_azimuth=200,
+            light_temperature=3000,
+            sensor_noise=0.05,
+        ),
+        4,
+        tmp_path,
+    )
+    pose = ["frame", "instance_id", "category", "x", "y", "z", "qw", "qx", "qy", "qz"]
+    assert styled.objects.select(pose).equals(plain.objects.select(pose))
+    assert styled.frames.column("brightness") != plain.frames.column("brightness")

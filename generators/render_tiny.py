@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pkgutil
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,11 +91,6 @@ class TinyRenderer:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    def render(self, trajectory: Trajectory) -> Iterator[FrameImages]:
-        """One ``FrameImages`` per frame of the trajectory, rendered lazily."""
-        for frame in range(self.scene.frame_count):
-            yield self.render_frame(trajectory, frame)
 
     def render_frame(self, trajectory: Trajectory, frame: int) -> FrameImages:
         scene, cam = self.scene, self.scene.camera

@@ -72,8 +72,18 @@ def generators_show(name: str, as_json: bool) -> None:
         )
 
 
-def _run(name: str, assignments: list[str], seed: int, out: Path, batch_id: str):
+def _run(
+    name: str,
+    assignments: list[str],
+    seed: int,
+    out: Path,
+    batch_id: str,
+    preview: bool = False,
+    time_limit: float | None = None,
+):
     gen = _generator(name)
+    if preview:
+        assignments = [*assignments, "renderer=tiny"]
     try:
         params = validate(gen.Params, parse_assignments(gen.Params, assignments))
     except ParameterError as exc:
@@ -86,7 +96,9 @@ def _run(name: str, assignments: list[str], seed: int, out: Path, batch_id: str)
             bar.total = total
             bar.update(done - bar.n)
 
-        return gen.run(params, seed, out, batch_id=batch_id, on_frame=progress)
+        return gen.run(
+            params, seed, out, batch_id=batch_id, on_frame=progress, time_limit=time_limit
+        )
 
 
 @main.command("run")
@@ -95,9 +107,22 @@ def _run(name: str, assignments: list[str], seed: int, out: Path, batch_id: str)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR / "jobs")
 @click.option("--batch-id", default="adhoc", show_default=True)
-def run(generator: str, assignments: tuple[str, ...], seed: int, out: Path, batch_id: str):
-    """Run one job of GENERATOR and print where its archive is."""
-    result = _run(generator, list(assignments), seed, out, batch_id)
+@click.option("--preview", is_flag=True, help="The same job with the fast renderer (tiny).")
+@click.option("--time-limit", type=float, help="Seconds before an isolated job is stopped.")
+def run(
+    generator: str,
+    assignments: tuple[str, ...],
+    seed: int,
+    out: Path,
+    batch_id: str,
+    preview: bool,
+    time_limit: float | None,
+):
+    """Run one job of GENERATOR and print where its archive is (exit 1 if it failed)."""
+    result = _run(generator, list(assignments), seed, out, batch_id, preview, time_limit)
+    if result.archive is None:
+        click.echo(f"error: job {result.job_id} failed: {result.error}", err=True)
+        sys.exit(1)
     click.echo(str(result.archive))
 
 

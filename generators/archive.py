@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 DEPTH_SCALE = 1000  # depth PNGs hold millimetres
+FLOW_SCALE, FLOW_OFFSET = 64.0, 2**15  # KITTI's flow PNG: (value - 2^15) / 64 pixels
+LABEL_TABLES = ("jobs", "frames", "objects", "events")
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -33,18 +35,60 @@ def depth_to_png16(depth: np.ndarray) -> np.ndarray:
     return mm.astype(np.uint16)
 
 
+def flow_to_png16(flow: np.ndarray) -> np.ndarray:
+    """(dx, dy) pixels to KITTI's 16-bit (u, v, valid); invalid beyond +-511 px."""
+    coded = np.rint(flow * FLOW_SCALE + FLOW_OFFSET)
+    valid = np.all((coded >= 0) & (coded <= 65535) & np.isfinite(coded), axis=-1)
+    out = np.zeros((*flow.shape[:2], 3), np.uint16)
+    out[..., :2] = np.where(valid[..., None], coded, FLOW_OFFSET)
+    out[..., 2] = valid
+    return out
+
+
+def png16_to_flow(png: np.ndarray) -> np.ndarray:
+    """The inverse of ``flow_to_png16``: (dx, dy) pixels, NaN where not valid."""
+    flow = (png[..., :2].astype(np.float32) - FLOW_OFFSET) / FLOW_SCALE
+    flow[png[..., 2] == 0] = np.nan
+    return flow
+
+
+def unit_to_png16(values: np.ndarray, lo: float) -> np.ndarray:
+    """Values in [lo, 1] (normals: lo = -1; object coordinates: lo = 0) to 16-bit."""
+    return np.rint((np.clip(values, lo, 1.0) - lo) / (1.0 - lo) * 65535).astype(np.uint16)
+
+
+# Dense maps some renderers add: archive folder and encoder.
+DENSE_ENCODERS = {
+    "normals": lambda v: unit_to_png16(v, -1.0),
+    "object_coordinates": lambda v: unit_to_png16(v, 0.0),
+    "forward_flow": flow_to_png16,
+    "backward_flow": flow_to_png16,
+}
+
+
 def parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
 
 
-class AtomicArchive:
-    """A zip at ``path`` that exists only once everything was written and closed."""
+def read_tables(path: Path) -> dict[str, pa.Table]:
+    """The label tables stored in a job archive."""
+    with zipfile.ZipFile(path) as z:
+        return {t: pq.read_table(io.BytesIO(z.read(f"labels/{t}.parquet"))) for t in LABEL_TABLES}
 
-    def __init__(self, path: Path):
+
+class AtomicArchive:
+    """A zip at ``path`` that exists only once everything was written and closed.
+
+    While writing, it is ``.NAME.PID.partial``: the process id tells whose it is, so a parent
+    can remove what a killed worker left.
+    """
+
+    def __init__(self, path: Path, *, pid: int | None = None):
         self.path = Path(path)
-        self.partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
+        pid = os.getpid() if pid is None else pid
+        self.partial = self.path.with_name(f".{self.path.name}.{pid}.partial")
         self._zip: zipfile.ZipFile | None = None
 
     def __enter__(self) -> AtomicArchive:

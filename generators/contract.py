@@ -34,9 +34,20 @@ class Generator(ABC):
         *,
         batch_id: str = "adhoc",
         on_frame: Callable[[int, int], None] | None = None,
+        time_limit: float | None = None,
     ) -> JobResult:
         """Build, simulate, render and label one job; write its archive into ``out_dir``.
 
         ``on_frame(done, total)`` is called after each frame, for progress reports.
+        ``time_limit`` (seconds) applies to isolated (Cycles) jobs; a job past it, or one
+        whose worker crashes, comes back with status ``failed`` and no archive.
         """
-        return run_job(self, params, seed, Path(out_dir), batch_id=batch_id, on_frame=on_frame)
+        return run_job(
+            self,
+            params,
+            seed,
+            Path(out_dir),
+            batch_id=batch_id,
+            on_frame=on_frame,
+            time_limit=time_limit,
+        )

@@ -1,11 +1,13 @@
 """One job, end to end: build the scene, simulate, render, label, encode, write the archive.
 
 This is the only place the steps are put together; workers, the CLI and Dagster assets all
-call ``Generator.run``, which calls ``run_job``.
+call ``Generator.run``, which calls ``run_job``. Jobs whose renderer must be isolated (Cycles)
+are handed to a render worker process, which calls ``run_job`` again inside.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -19,12 +21,13 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from generators import archive as arc
-from generators import tables
+from generators import tables, worker
 from generators.catalog import default_catalog
 from generators.coco import coco_dataset
 from generators.labels import frame_labels
-from generators.physics import simulate
-from generators.render_tiny import TinyRenderer
+from generators.physics import Trajectory, simulate
+from generators.rendering import ISOLATED_RENDERERS, FrameImages, make_renderer
+from generators.scene import Scene
 from generators.video import VideoEncoder
 
 if TYPE_CHECKING:
@@ -35,8 +38,15 @@ ENCODINGS = {
     "rgb": "rgb/NNNNN.png: 8-bit sRGB PNG",
     "segmentation": "segmentation/NNNNN.png: 16-bit PNG of instance ids, 0 = background",
     "depth": "depth/NNNNN.png: 16-bit PNG, millimetres along the optical axis, 0 = no surface",
+    "normals": "normals/NNNNN.png: 16-bit RGB PNG of world-frame unit normals, "
+    "n = value / 65535 * 2 - 1; (0, 0, 0) where nothing is hit",
+    "object_coordinates": "object_coordinates/NNNNN.png: 16-bit RGB PNG, the surface point "
+    "in its object's box, each axis value / 65535 in [0, 1]",
+    "forward_flow": "forward_flow/NNNNN.png: KITTI 16-bit PNG (u, v, valid), pixels of motion "
+    "to the next frame: dx = (u - 32768) / 64, dy = (v - 32768) / 64, range +-511 px",
+    "backward_flow": "backward_flow/NNNNN.png: as forward_flow, motion to the previous frame",
     "video": "video.mp4: H.264, yuv420p, frame_rate fps",
-    "labels": "labels/{jobs,frames,objects}.parquet and labels/coco.json",
+    "labels": "labels/{jobs,frames,objects,events}.parquet and labels/coco.json",
 }
 
 
@@ -54,24 +64,60 @@ def job_id(generator: Generator, params: GeneratorParams, seed: int) -> str:
 @dataclass(frozen=True)
 class JobResult:
     job_id: str
-    archive: Path
+    archive: Path | None  # None when the job failed
     jobs: pa.Table
     frames: pa.Table
     objects: pa.Table
+    events: pa.Table
+    log: str = ""  # the render worker's last output lines, for a failed job
+
+    @property
+    def status(self) -> str:
+        return self.jobs.column("status")[0].as_py()
+
+    @property
+    def error(self) -> str | None:
+        return self.jobs.column("error")[0].as_py()
 
 
 def _with_ids(rows: list[dict], batch_id: str, jid: str) -> list[dict]:
     return [{"batch_id": batch_id, "job_id": jid, **r} for r in rows]
 
 
-def _write_frame(archive: arc.AtomicArchive, video: VideoEncoder, paths: dict, images) -> float:
+def _write_frame(
+    archive: arc.AtomicArchive, video: VideoEncoder, frame: int, images: FrameImages
+) -> float:
     """Encode one frame's images into the archive and the video; returns the seconds spent."""
     started = time.perf_counter()
-    archive.write(paths["rgb"], arc.encode_png(images.rgb))
-    archive.write(paths["segmentation"], arc.encode_png(images.instances))
-    archive.write(paths["depth"], arc.encode_png(arc.depth_to_png16(images.depth)))
+    name = f"{frame:05d}.png"
+    archive.write(f"rgb/{name}", arc.encode_png(images.rgb))
+    archive.write(f"segmentation/{name}", arc.encode_png(images.instances))
+    archive.write(f"depth/{name}", arc.encode_png(arc.depth_to_png16(images.depth)))
+    for kind, values in images.dense.items():
+        archive.write(f"{kind}/{name}", arc.encode_png(arc.DENSE_ENCODERS[kind](values)))
     video.add(images.rgb)
     return time.perf_counter() - started
+
+
+def _event_rows(scene: Scene, trajectory: Trajectory) -> list[dict]:
+    instance = {}
+    for i, obj in enumerate(o for o in scene.objects if o.labelled):
+        instance[scene.objects.index(obj)] = i + 1
+    return [
+        {
+            "frame": c.frame,
+            "time": c.time,
+            "instance_a": instance.get(c.body_a, 0),
+            "instance_b": instance.get(c.body_b, 0),
+            "category_a": scene.objects[c.body_a].category,
+            "category_b": scene.objects[c.body_b].category,
+            "force": c.force,
+            "x": c.position[0],
+            "y": c.position[1],
+            "z": c.position[2],
+        }
+        for c in trajectory.collisions
+    ]
 
 
 def run_job(
@@ -82,7 +128,18 @@ def run_job(
     *,
     batch_id: str,
     on_frame: Callable[[int, int], None] | None = None,
+    time_limit: float | None = None,
 ) -> JobResult:
+    if getattr(params, "renderer", "tiny") in ISOLATED_RENDERERS and not worker.in_worker():
+        return worker.run_isolated(
+            generator,
+            params,
+            seed,
+            out_dir,
+            batch_id=batch_id,
+            on_frame=on_frame,
+            time_limit=time_limit,
+        )
     started = time.perf_counter()
     jid = job_id(generator, params, seed)
     catalog = default_catalog()
@@ -94,20 +151,29 @@ def run_job(
     path = Path(out_dir) / f"{jid}.zip"
     with (
         arc.AtomicArchive(path) as archive,
-        TinyRenderer(scene, catalog) as renderer,
+        contextlib.closing(make_renderer(scene, catalog, trajectory, params)) as renderer,
         ThreadPoolExecutor(max_workers=1) as writer,  # encodes and writes while we render
     ):
         video = VideoEncoder(cam.width, cam.height, scene.frame_rate)
         written = []
+        dense_kinds: set[str] = set()
         for frame in range(scene.frame_count):
             t0 = time.perf_counter()
-            images = renderer.render_frame(trajectory, frame)
+            images = renderer.render_frame(frame)
             t1 = time.perf_counter()
             frame_row, rows = frame_labels(scene, catalog, trajectory, frame, images)
-            paths = {k: f"{k}/{frame:05d}.png" for k in ("rgb", "segmentation", "depth")}
-            frame_rows.append({**frame_row, **{f"{k}_path": p for k, p in paths.items()}})
+            frame_rows.append(
+                {
+                    **frame_row,
+                    **{
+                        f"{k}_path": f"{k}/{frame:05d}.png"
+                        for k in ("rgb", "segmentation", "depth")
+                    },
+                }
+            )
             object_rows += [{"frame": frame, **r} for r in rows]
-            written.append(writer.submit(_write_frame, archive, video, paths, images))
+            dense_kinds |= images.dense.keys()
+            written.append(writer.submit(_write_frame, archive, video, frame, images))
             timing["render"] += t1 - t0
             timing["label"] += time.perf_counter() - t1
             if on_frame:
@@ -117,6 +183,9 @@ def run_job(
         archive.write("video.mp4", video.finish())
         frames = pa.Table.from_pylist(_with_ids(frame_rows, batch_id, jid), tables.FRAMES)
         objects = pa.Table.from_pylist(_with_ids(object_rows, batch_id, jid), tables.OBJECTS)
+        events = pa.Table.from_pylist(
+            _with_ids(_event_rows(scene, trajectory), batch_id, jid), tables.EVENTS
+        )
         timing["write"] += time.perf_counter() - t0
         seconds = {
             "simulate_seconds": trajectory.seconds,
@@ -142,21 +211,27 @@ def run_job(
         )
         jobs = pa.Table.from_pylist([row], tables.jobs_schema(type(params)))
         info = {"generator": generator.name, "version": generator.version, "job_id": jid}
-        archive.write("labels/jobs.parquet", arc.parquet_bytes(jobs))
-        archive.write("labels/frames.parquet", arc.parquet_bytes(frames))
-        archive.write("labels/objects.parquet", arc.parquet_bytes(objects))
+        for name, table in (
+            ("jobs", jobs),
+            ("frames", frames),
+            ("objects", objects),
+            ("events", events),
+        ):
+            archive.write(f"labels/{name}.parquet", arc.parquet_bytes(table))
         coco = coco_dataset(frames, objects, info)
         archive.write("labels/coco.json", json.dumps(coco).encode(), compress=True)
+        present = {"rgb", "segmentation", "depth", "video", "labels"} | dense_kinds
         manifest = {
             **info,
             "batch_id": batch_id,
             "seed": seed,
+            "renderer": getattr(params, "renderer", "tiny"),
             "params": params.model_dump(mode="json"),
             "versions": {p: version(p) for p in ("vario", "pybullet", "pycocotools")},
             "timing": seconds,
-            "encodings": ENCODINGS,
+            "encodings": {k: v for k, v in ENCODINGS.items() if k in present},
             "conventions": "docs/conventions.md",
             "scene": scene.model_dump(mode="json"),
         }
         archive.write("job.json", json.dumps(manifest, indent=2).encode(), compress=True)
-    return JobResult(jid, path, jobs, frames, objects)
+    return JobResult(jid, path, jobs, frames, objects, events)

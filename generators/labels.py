@@ -18,7 +18,7 @@ from pycocotools import mask as mask_utils
 from generators.catalog import AssetEntry, Catalog
 from generators.geometry import box_corners, project, rotation, world_to_camera
 from generators.physics import Trajectory
-from generators.render_tiny import FrameImages
+from generators.rendering import FrameImages
 from generators.scene import Camera, Scene
 
 _SUBPIXEL_BITS = 4  # cv2 fixed-point polygon vertices: 1/16 px

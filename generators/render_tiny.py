@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pkgutil
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +20,8 @@ from generators.bullet import pb
 from generators.catalog import Catalog
 from generators.geometry import opengl_view_matrix, to_pybullet_quat
 from generators.physics import Trajectory
+from generators.rendering import FrameImages
 from generators.scene import Scene
-
-
-@dataclass(frozen=True)
-class FrameImages:
-    rgb: np.ndarray  # (H, W, 3) uint8
-    instances: np.ndarray  # (H, W) uint16; 0 background/unlabelled, i for labelled object i
-    depth: np.ndarray  # (H, W) float32 metres along the optical axis; inf where nothing is hit
 
 
 def gpu_available() -> bool:
@@ -67,8 +60,16 @@ def camera_image_args(scene: Scene, engine: int) -> dict:
 
 
 class TinyRenderer:
-    def __init__(self, scene: Scene, catalog: Catalog, *, use_egl: bool | None = None):
+    def __init__(
+        self,
+        scene: Scene,
+        catalog: Catalog,
+        trajectory: Trajectory,
+        *,
+        use_egl: bool | None = None,
+    ):
         self.scene = scene
+        self.trajectory = trajectory
         self.client = bullet.connect()
         self._engine = choose_engine(self.client, use_egl)
         textures: dict[str, int] = {}
@@ -92,8 +93,8 @@ class TinyRenderer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def render_frame(self, trajectory: Trajectory, frame: int) -> FrameImages:
-        scene, cam = self.scene, self.scene.camera
+    def render_frame(self, frame: int) -> FrameImages:
+        scene, cam, trajectory = self.scene, self.scene.camera, self.trajectory
         for i, (body, obj) in enumerate(zip(self.bodies, scene.objects, strict=True)):
             if not obj.static:
                 pb.resetBasePositionAndOrientation(

@@ -22,8 +22,12 @@ class _Plain(BaseModel):
 
 
 class Material(_Plain):
+    """Principled-BSDF style; PyBullet's renderer shows only ``color`` and ``texture``."""
+
     color: RGBA = (1.0, 1.0, 1.0, 1.0)
     texture: str | None = Field(None, description="Image file mapped with the mesh's UVs.")
+    roughness: float = Field(0.5, ge=0, le=1)
+    metallic: float = Field(0.0, ge=0, le=1)
 
 
 class SceneObject(_Plain):

@@ -1,5 +1,6 @@
-"""The label tables every generator writes: ``jobs``, ``frames`` and ``objects``, as Arrow.
+"""The label tables every generator writes: ``jobs``, ``frames``, ``objects`` and ``events``.
 
+``events`` holds collisions (instance 0 is unlabelled scenery such as the floor or table).
 ``jobs`` has the common columns below plus one typed ``param_<name>`` column per generator
 parameter, so SQL can slice on parameters directly. Columns ending in ``_seconds`` are
 measurements; every other column is a deterministic function of generator, parameters and seed.
@@ -60,6 +61,15 @@ OBJECTS = pa.schema(
     + [pa.field("visible_pixels", pa.int64())]
     + [pa.field("occlusion", pa.float32()), pa.field("truncation", pa.float32())]
     + [pa.field("mask_rle", pa.string())]
+)
+
+EVENTS = pa.schema(
+    _IDS
+    + [pa.field("frame", pa.int32()), pa.field("time", pa.float64())]
+    + [pa.field("instance_a", pa.int32()), pa.field("instance_b", pa.int32())]
+    + [pa.field("category_a", pa.string()), pa.field("category_b", pa.string())]
+    + [pa.field("force", pa.float64())]
+    + [pa.field(n, pa.float64()) for n in ("x", "y", "z")]
 )
 
 _ARROW_TYPES = {

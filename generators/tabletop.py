@@ -19,7 +19,7 @@ from scipy.spatial.transform import Rotation
 from generators.catalog import DISTRACTOR, OBJECT_CATEGORIES, PYBULLET_DATA, default_catalog
 from generators.contract import Generator
 from generators.geometry import look_at, quat_wxyz, spherical_to_cartesian
-from generators.params import GeneratorParams
+from generators.rendering import RenderParams
 from generators.scene import Camera, Light, Material, Scene, SceneObject
 
 Category = Literal[OBJECT_CATEGORIES]  # type: ignore[valid-type]
@@ -43,7 +43,7 @@ TABLE_TEXTURES = {
 }
 
 
-class TabletopParams(GeneratorParams):
+class TabletopParams(RenderParams):
     # semantic
     n_objects: int = Field(4, ge=1, le=20, description="Objects of interest dropped on the table.")
     categories: list[Category] = Field(

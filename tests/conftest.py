@@ -13,7 +13,8 @@ from generators.catalog import default_catalog
 from generators.geometry import look_at, quat_wxyz
 from generators.labels import frame_labels
 from generators.physics import simulate
-from generators.render_tiny import FrameImages, TinyRenderer
+from generators.render_tiny import TinyRenderer
+from generators.rendering import FrameImages
 from generators.scene import Camera, Light, Scene, SceneObject
 from generators.tabletop import TabletopGenerator
 
@@ -77,7 +78,7 @@ def cube(name: str, position, size: float = 1.0) -> SceneObject:
 def render_still(scene: Scene) -> Rendered:
     catalog = default_catalog()
     trajectory = simulate(scene, catalog)
-    with TinyRenderer(scene, catalog) as renderer:
-        images = renderer.render_frame(trajectory, 0)
+    with TinyRenderer(scene, catalog, trajectory) as renderer:
+        images = renderer.render_frame(0)
     _, objects = frame_labels(scene, catalog, trajectory, 0, images)
     return Rendered(scene, images, objects)

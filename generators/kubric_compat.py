@@ -9,6 +9,8 @@ registers handlers for its own asset types here instead of patching Kubric:
 - ``VarioMaterial``: a Principled BSDF using Blender 4's input names (``Specular IOR Level``,
   ``Transmission Weight``, ``Emission Color``; ``Specular Tint`` became a colour), with an
   optional image texture multiplied into the base colour (as PyBullet's renderer does).
+- ``repair_render_passes``: Blender 4 routes an AOV output by its ``aov_name``; Kubric names
+  only the node, which leaves the object-coordinates pass empty.
 
 Importing this module requires ``bpy`` and ``kubric``; only render workers import it.
 """
@@ -89,6 +91,14 @@ def _add_material(self: Blender, asset: VarioMaterial) -> bpy.types.Material:
         result = next(s for s in multiply.outputs if s.type == "RGBA")
         links.new(result, bsdf.inputs["Base Color"])
     return mat
+
+
+def repair_render_passes() -> None:
+    """Call after creating Kubric's ``Blender`` view: name its AOV outputs for Blender 4."""
+    for material in bpy.data.materials:
+        for node in material.node_tree.nodes if material.node_tree else ():
+            if node.bl_idname == "ShaderNodeOutputAOV" and not node.aov_name:
+                node.aov_name = node.name
 
 
 _dispatch = Blender.__dict__["add_asset"]

@@ -21,7 +21,7 @@ from scipy.spatial.transform import Rotation
 
 from generators.catalog import Catalog
 from generators.geometry import quat_wxyz, rotation
-from generators.kubric_compat import VarioMaterial, VarioMesh
+from generators.kubric_compat import VarioMaterial, VarioMesh, repair_render_passes
 from generators.physics import Trajectory
 from generators.rendering import FrameImages, RenderParams
 from generators.scene import Scene
@@ -96,6 +96,7 @@ class CyclesRenderer:
             use_denoising=settings.denoise,
             motion_blur=settings.motion_blur or None,
         )
+        repair_render_passes()
         configure_device(settings)
         f_px = cam.intrinsics[1]
         kscene += kb.PerspectiveCamera(
@@ -162,9 +163,11 @@ class CyclesRenderer:
         dense = {
             "normals": out["normal"][0].astype(np.float32) / 65535 * 2 - 1,
             "object_coordinates": out["object_coordinates"][0].astype(np.float32) / 65535,
-            # Kubric gives (d_row, d_col); Vario's convention is (dx, dy)
+            # Kubric gives (d_row, d_col); Vario's convention is (dx, dy). Blender's vector
+            # pass holds the motion *from* the previous frame; Vario's backward flow points
+            # *to* it, hence the sign.
             "forward_flow": out["forward_flow"][0][..., ::-1].astype(np.float32),
-            "backward_flow": out["backward_flow"][0][..., ::-1].astype(np.float32),
+            "backward_flow": -out["backward_flow"][0][..., ::-1].astype(np.float32),
         }
         rgb = np.ascontiguousarray(out["rgba"][0, ..., :3])
         return FrameImages(rgb, instances, depth, dense)

@@ -8,8 +8,6 @@ colour jitter, camera and sensor noise.
 
 from __future__ import annotations
 
-import colorsys
-import math
 from typing import Literal
 
 import numpy as np
@@ -19,6 +17,7 @@ from scipy.spatial.transform import Rotation
 from generators.catalog import DISTRACTOR, OBJECT_CATEGORIES, PYBULLET_DATA, default_catalog
 from generators.contract import Generator
 from generators.geometry import look_at, quat_wxyz, spherical_to_cartesian
+from generators.placement import free_spot, jitter_hue, kelvin_to_rgb
 from generators.rendering import RenderParams
 from generators.scene import Camera, Light, Material, Scene, SceneObject
 
@@ -116,27 +115,6 @@ class TabletopParams(RenderParams):
         return self
 
 
-def kelvin_to_rgb(kelvin: float) -> tuple[float, float, float]:
-    """Approximate black-body colour (Tanner Helland's fit), normalised to a max of 1."""
-    t = kelvin / 100
-    r = 255.0 if t <= 66 else 329.698727446 * (t - 60) ** -0.1332047592
-    g = (
-        99.4708025861 * math.log(t) - 161.1195681661
-        if t <= 66
-        else 288.1221695283 * (t - 60) ** -0.0755148492
-    )
-    b = 255.0 if t >= 66 else (0.0 if t <= 19 else 138.5177312231 * math.log(t - 10) - 305.0447927)
-    rgb = np.clip([r, g, b], 0, 255) / 255
-    return tuple(float(c) for c in rgb / rgb.max())
-
-
-def _jitter(rgba, amount: float, rng: np.random.Generator):
-    h, s, v = colorsys.rgb_to_hsv(*rgba[:3])
-    h = (h + amount * rng.uniform(-0.5, 0.5)) % 1.0
-    s = max(s, amount * 0.6)  # grey objects get some colour when jittered
-    return (*colorsys.hsv_to_rgb(h, s, v), rgba[3])
-
-
 class TabletopGenerator(Generator):
     name = "tabletop"
     version = "1.0.0"
@@ -168,7 +146,9 @@ class TabletopGenerator(Generator):
         placed: list[tuple[np.ndarray, float]] = []
         objects = [table]
         for i, entry in enumerate(picks):
-            position = _free_spot(placed, entry.nominal_size / 2, params, rng)
+            position = free_spot(
+                placed, entry.nominal_size / 2, params.spread, params.drop_height, rng
+            )
             placed.append((position, entry.nominal_size / 2))
             objects.append(
                 SceneObject(
@@ -179,7 +159,7 @@ class TabletopGenerator(Generator):
                     quaternion=quat_wxyz(Rotation.random(rng=rng)),
                     mass=entry.mass,
                     material=Material(
-                        color=_jitter(entry.color, params.color_jitter, looks),
+                        color=jitter_hue(entry.color, params.color_jitter, looks),
                         texture=_object_texture(entry, params.object_texture, looks),
                     ),
                 )
@@ -228,15 +208,3 @@ def _object_texture(entry, choice: str, rng: np.random.Generator) -> str | None:
 
 def _texture(relative: str | None) -> str | None:
     return str(PYBULLET_DATA / relative) if relative else None
-
-
-def _free_spot(placed, radius: float, params: TabletopParams, rng: np.random.Generator):
-    """A drop position whose bounding sphere misses every earlier one (rising if crowded)."""
-    z = params.drop_height + radius
-    while True:
-        for _ in range(30):
-            xy = rng.uniform(-params.spread, params.spread, 2)
-            spot = np.array([xy[0], xy[1], z])
-            if all(np.linalg.norm(spot - p) > r + radius + 0.005 for p, r in placed):
-                return spot
-        z += 0.05

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ WORKER_ENV = "VARIO_RENDER_WORKER"
 TIME_LIMIT_ENV = "VARIO_JOB_TIME_LIMIT"
 DEFAULT_TIME_LIMIT = 3600.0
 _PROGRESS = "VARIO-PROGRESS"
+_ERROR = "VARIO-ERROR"
 _LOG_LINES = 40
 
 
@@ -48,6 +50,9 @@ def default_time_limit() -> float:
 def _error_text(returncode: int, log: collections.deque, timed_out: float | None) -> str:
     if timed_out is not None:
         return f"render worker exceeded the time limit of {timed_out:g} s"
+    reported = [ln[len(_ERROR) :].strip() for ln in log if ln.startswith(_ERROR)]
+    if reported:
+        return reported[-1]
     lines = [ln for ln in log if ln.strip() and not ln.startswith(_PROGRESS)]
     if returncode < 0:
         tail = "; ".join(lines[-3:])
@@ -137,13 +142,18 @@ def main() -> None:
     spec = json.loads(sys.argv[1])
     gen = registry.get(spec["generator"])
     params = gen.Params.model_validate(spec["params"])
-    gen.run(
-        params,
-        spec["seed"],
-        Path(spec["out_dir"]),
-        batch_id=spec["batch_id"],
-        on_frame=lambda done, total: print(f"{_PROGRESS} {done} {total}", flush=True),
-    )
+    try:
+        gen.run(
+            params,
+            spec["seed"],
+            Path(spec["out_dir"]),
+            batch_id=spec["batch_id"],
+            on_frame=lambda done, total: print(f"{_PROGRESS} {done} {total}", flush=True),
+        )
+    except Exception as exc:  # reported to the parent, which records the failed job
+        traceback.print_exc()
+        print(f"{_ERROR} {type(exc).__name__}: {exc}", flush=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

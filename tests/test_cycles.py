@@ -1,0 +1,264 @@
+"""Cycles through Kubric: real renders at tiny sizes, checked against the scene, the label
+conventions and the fast renderer's preview of the same job."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+from scipy.spatial.transform import Rotation
+
+from generators import archive as arc
+from generators.falling_objects import FallingObjectsGenerator
+from generators.render_tiny import gpu_available
+from generators.tabletop import TabletopGenerator
+
+TINY_CYCLES = {"renderer": "cycles", "resolution": 64, "samples": 8, "n_frames": 3}
+JOBS = {
+    "tabletop": (TabletopGenerator(), {"n_objects": 4, "n_distractors": 1, "start_time": 0.25}),
+    "falling_objects": (FallingObjectsGenerator(), {"n_objects": 4}),
+}
+POSE = ["frame", "instance_id", "category", "x", "y", "z", "qw", "qx", "qy", "qz"]
+
+
+@pytest.fixture(scope="module", params=list(JOBS))
+def final_and_preview(request, tmp_path_factory):
+    gen, extra = JOBS[request.param]
+    out = tmp_path_factory.mktemp(request.param)
+    final = gen.run(gen.Params(**TINY_CYCLES, **extra), 5, out)
+    assert final.status == "ok", final.log
+    preview = gen.run(gen.Params(**{**TINY_CYCLES, "renderer": "tiny"}, **extra), 5, out)
+    return final, preview
+
+
+def _png(archive: Path, name: str) -> np.ndarray:
+    with zipfile.ZipFile(archive) as z:
+        data = z.read(name)
+    return (
+        cv2.cvtColor(
+            cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB
+        )
+        if name.startswith(("normals", "object_coordinates", "forward", "backward"))
+        else (cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
+    )
+
+
+def _manifest(archive: Path) -> dict:
+    with zipfile.ZipFile(archive) as z:
+        return json.loads(z.read("job.json"))
+
+
+def _camera(frame: dict):
+    rot = Rotation.from_quat(
+        [frame["cam_qw"], frame["cam_qx"], frame["cam_qy"], frame["cam_qz"]], scalar_first=True
+    )
+    return rot, np.array([frame["cam_x"], frame["cam_y"], frame["cam_z"]])
+
+
+def _project(point, frame) -> np.ndarray:
+    rot, position = _camera(frame)
+    x, y, z = rot.inv().apply(np.asarray(point) - position)
+    return np.array([frame["fx"] * x / z + frame["cx"], frame["fy"] * y / z + frame["cy"]])
+
+
+def test_segmentation_ids_are_the_scenes_labelled_objects(final_and_preview):
+    final, preview = final_and_preview
+    scene = _manifest(final.archive)["scene"]
+    labelled = [o for o in scene["objects"] if o["labelled"]]
+    seen = set()
+    for f in final.frames.to_pylist():
+        seg = _png(final.archive, f["segmentation_path"])
+        ids = set(np.unique(seg).tolist()) - {0}
+        assert ids <= set(range(1, len(labelled) + 1))
+        seen |= ids
+        rows = [o for o in final.objects.to_pylist() if o["frame"] == f["frame"]]
+        assert sorted(o["instance_id"] for o in rows) == sorted(ids)
+        for o in rows:
+            assert o["category"] == labelled[o["instance_id"] - 1]["category"]
+        # the same id covers the same object in the preview: masks overlap
+        tiny = _png(preview.archive, f["segmentation_path"])
+        for i in ids & set(np.unique(tiny).tolist()):
+            a, b = seg == i, tiny == i
+            if min(a.sum(), b.sum()) >= 20:
+                assert (a & b).sum() / (a | b).sum() > 0.5, (f["frame"], i)
+    assert len(seen) >= 3
+
+
+def test_boxes_are_mask_boxes_and_pixels_mask_areas(final_and_preview):
+    final, _ = final_and_preview
+    for o in final.objects.to_pylist():
+        mask = mask_utils.decode({"size": [64, 64], "counts": o["mask_rle"].encode()})
+        ys, xs = np.nonzero(mask)
+        assert (o["box_x_min"], o["box_y_min"], o["box_x_max"], o["box_y_max"]) == (
+            xs.min(),
+            ys.min(),
+            xs.max() + 1,
+            ys.max() + 1,
+        )
+        assert o["visible_pixels"] == mask.sum()
+
+
+def test_depth_agrees_with_the_camera_to_object_distance(final_and_preview):
+    final, preview = final_and_preview
+    frames = {f["frame"]: f for f in final.frames.to_pylist()}
+    checked = 0
+    for o in final.objects.to_pylist():
+        if o["visible_pixels"] < 15:
+            continue
+        f = frames[o["frame"]]
+        rot, position = _camera(f)
+        center_z = rot.inv().apply(np.array([o["x"], o["y"], o["z"]]) - position)[2]
+        half = np.abs(np.array(o["box3d"]) - [o["x"], o["y"], o["z"]]).max()
+        depth = _png(final.archive, f["depth_path"]) / 1000.0
+        seg = _png(final.archive, f["segmentation_path"])
+        d = np.median(depth[seg == o["instance_id"]])
+        assert center_z - 1.8 * half - 0.002 <= d <= center_z + 1.8 * half + 0.002
+        checked += 1
+    assert checked >= 3
+    # and agrees with the fast renderer where both see the same object
+    f = frames[0]
+    both = _png(final.archive, f["segmentation_path"]) == _png(
+        preview.archive, f["segmentation_path"]
+    )
+    both &= _png(final.archive, f["segmentation_path"]) > 0
+    d_final = _png(final.archive, f["depth_path"])[both] / 1000.0
+    d_tiny = _png(preview.archive, f["depth_path"])[both] / 1000.0
+    assert np.median(np.abs(d_final - d_tiny)) < 0.01
+
+
+def test_preview_and_final_have_the_same_poses_and_events(final_and_preview):
+    final, preview = final_and_preview
+    keys = ["frame", "instance_id"]
+    f = final.objects.select(POSE).to_pandas().set_index(keys)
+    p = preview.objects.select(POSE).to_pandas().set_index(keys)
+    common = f.index.intersection(p.index)
+    assert len(common) >= 0.8 * max(len(f), len(p))
+    assert f.loc[common].equals(p.loc[common])
+    drop = ["job_id"]
+    assert final.events.drop(drop).equals(preview.events.drop(drop))
+
+
+def test_flow_follows_the_projected_motion_of_objects(tmp_path):
+    gen = FallingObjectsGenerator()
+    params = gen.Params(
+        **{**TINY_CYCLES, "n_frames": 2},
+        n_objects=3,
+        max_speed=0.0,
+        spawn_height=0.3,
+        frame_rate=12,
+        max_spin=0.0,
+    )
+    final = gen.run(params, 2, tmp_path)
+    assert final.status == "ok", final.log
+    f0, f1 = final.frames.to_pylist()
+    rows = {(o["frame"], o["instance_id"]): o for o in final.objects.to_pylist()}
+    forward = arc.png16_to_flow(_png(final.archive, "forward_flow/00000.png"))
+    backward = arc.png16_to_flow(_png(final.archive, "backward_flow/00001.png"))
+    seg0 = _png(final.archive, f0["segmentation_path"])
+    seg1 = _png(final.archive, f1["segmentation_path"])
+    checked = 0
+    for (frame, instance), o in rows.items():
+        later = rows.get((1, instance))
+        if frame or later is None or o["visible_pixels"] < 10:
+            continue
+        moved = _project([later["x"], later["y"], later["z"]], f1) - _project(
+            [o["x"], o["y"], o["z"]], f0
+        )
+        assert np.linalg.norm(moved) > 1.0  # falling objects move on screen
+        measured = np.nanmedian(forward[seg0 == instance], axis=0)
+        assert np.linalg.norm(measured - moved) < 0.25 * np.linalg.norm(moved) + 1.0
+        back = np.nanmedian(backward[seg1 == instance], axis=0)
+        assert np.linalg.norm(back + moved) < 0.25 * np.linalg.norm(moved) + 1.0
+        checked += 1
+    assert checked >= 2
+
+
+def test_dense_maps_are_in_the_archive_with_their_encodings(final_and_preview):
+    final, _ = final_and_preview
+    manifest = _manifest(final.archive)
+    for kind in ("normals", "object_coordinates", "forward_flow", "backward_flow"):
+        assert kind in manifest["encodings"]
+    f = final.frames.to_pylist()[0]
+    seg = _png(final.archive, f["segmentation_path"])
+    normals = _png(final.archive, "normals/00000.png").astype(np.float64) / 65535 * 2 - 1
+    lengths = np.linalg.norm(normals[seg > 0], axis=-1)
+    assert np.median(lengths) == pytest.approx(1.0, abs=0.02)
+    coords = _png(final.archive, "object_coordinates/00000.png")
+    assert coords[seg > 0].max() > 0
+
+
+def test_flow_encoding_round_trips():
+    flow = np.array([[[1.5, -2.25], [600.0, 0.0]]], np.float32)
+    decoded = arc.png16_to_flow(arc.flow_to_png16(flow))
+    assert np.allclose(decoded[0, 0], [1.5, -2.25]) and np.isnan(decoded[0, 1]).all()
+
+
+@pytest.mark.skipif(gpu_available(), reason="this machine has a GPU")
+def test_gpu_without_a_gpu_is_a_clear_failure_not_a_fallback(tmp_path):
+    gen = TabletopGenerator()
+    result = gen.run(gen.Params(**TINY_CYCLES, device="gpu"), 1, tmp_path)
+    assert result.status == "failed" and result.archive is None
+    assert "device=gpu" in result.error and "no OptiX or CUDA device" in result.error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_job_past_its_time_limit_fails_and_leaves_nothing(tmp_path):
+    gen = TabletopGenerator()
+    result = gen.run(gen.Params(**TINY_CYCLES), 1, tmp_path, time_limit=2)
+    assert result.status == "failed" and "time limit of 2 s" in result.error
+    assert list(tmp_path.iterdir()) == []
+
+
+def _worker_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and b"generators.worker" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_a_crashed_worker_is_a_failed_job_with_its_error_and_no_archive(tmp_path):
+    gen = TabletopGenerator()
+    killed = threading.Event()
+
+    def crash_after_first_frame(done: int, total: int) -> None:
+        if not killed.is_set():
+            for pid in _worker_pids():
+                os.kill(pid, signal.SIGKILL)
+            killed.set()
+
+    params = gen.Params(**{**TINY_CYCLES, "n_frames": 6})
+    result = gen.run(params, 1, tmp_path, on_frame=crash_after_first_frame)
+    assert killed.is_set()
+    assert result.status == "failed" and "killed by SIGKILL" in result.error
+    assert result.archive is None and list(tmp_path.iterdir()) == []
+    # the failure is a jobs row like any other, with the parameters' columns
+    row = result.jobs.to_pylist()[0]
+    assert row["param_renderer"] == "cycles" and row["job_id"] == result.job_id
+    assert result.frames.num_rows == 0
+
+
+@pytest.mark.parametrize("final_and_preview", ["falling_objects"], indirect=True)
+def test_events_are_recorded_for_falling_objects(final_and_preview):
+    final, _ = final_and_preview
+    events = final.events.to_pylist()
+    assert events, "thrown objects hit the floor"
+    for e in events:
+        assert 0 <= e["frame"] < 3 and e["force"] >= 0
+        assert e["instance_a"] < e["instance_b"] or e["instance_a"] == e["instance_b"] == 0

@@ -57,12 +57,12 @@ def unit_to_png16(values: np.ndarray, lo: float) -> np.ndarray:
     return np.rint((np.clip(values, lo, 1.0) - lo) / (1.0 - lo) * 65535).astype(np.uint16)
 
 
-# Dense maps some renderers add: archive folder and encoder.
-DENSE_ENCODERS = {
-    "normals": lambda v: unit_to_png16(v, -1.0),
-    "object_coordinates": lambda v: unit_to_png16(v, 0.0),
-    "forward_flow": flow_to_png16,
-    "backward_flow": flow_to_png16,
+# Dense maps some renderers add: (archive folder, encoder).
+DENSE_MAPS = {
+    "normals": ("normals", lambda v: unit_to_png16(v, -1.0)),
+    "object_coordinates": ("object_coordinates", lambda v: unit_to_png16(v, 0.0)),
+    "forward_flow": ("flow/forward", flow_to_png16),
+    "backward_flow": ("flow/backward", flow_to_png16),
 }
 
 

@@ -42,9 +42,9 @@ ENCODINGS = {
     "n = value / 65535 * 2 - 1; (0, 0, 0) where nothing is hit",
     "object_coordinates": "object_coordinates/NNNNN.png: 16-bit RGB PNG, the surface point "
     "in its object's box, each axis value / 65535 in [0, 1]",
-    "forward_flow": "forward_flow/NNNNN.png: KITTI 16-bit PNG (u, v, valid), pixels of motion "
+    "forward_flow": "flow/forward/NNNNN.png: KITTI 16-bit PNG (u, v, valid), pixels of motion "
     "to the next frame: dx = (u - 32768) / 64, dy = (v - 32768) / 64, range +-511 px",
-    "backward_flow": "backward_flow/NNNNN.png: as forward_flow, motion to the previous frame",
+    "backward_flow": "flow/backward/NNNNN.png: as flow/forward, motion to the previous frame",
     "video": "video.mp4: H.264, yuv420p, frame_rate fps",
     "labels": "labels/{jobs,frames,objects,events}.parquet and labels/coco.json",
 }
@@ -94,7 +94,8 @@ def _write_frame(
     archive.write(f"segmentation/{name}", arc.encode_png(images.instances))
     archive.write(f"depth/{name}", arc.encode_png(arc.depth_to_png16(images.depth)))
     for kind, values in images.dense.items():
-        archive.write(f"{kind}/{name}", arc.encode_png(arc.DENSE_ENCODERS[kind](values)))
+        folder, encode = arc.DENSE_MAPS[kind]
+        archive.write(f"{folder}/{name}", arc.encode_png(encode(values)))
     video.add(images.rgb)
     return time.perf_counter() - started
 

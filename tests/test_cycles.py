@@ -29,26 +29,41 @@ JOBS = {
 POSE = ["frame", "instance_id", "category", "x", "y", "z", "qw", "qx", "qy", "qz"]
 
 
+NO_NETWORK = """
+import socket
+
+def _refuse(*args, **kwargs):
+    raise OSError("network access attempted by a render worker")
+
+socket.socket.connect = socket.socket.connect_ex = _refuse
+socket.create_connection = _refuse
+"""
+
+
 @pytest.fixture(scope="module", params=list(JOBS))
 def final_and_preview(request, tmp_path_factory):
+    """A Cycles job and its preview. The render worker runs with sockets that refuse to
+    connect, so a Kubric or asset handler reaching for the network fails the job."""
     gen, extra = JOBS[request.param]
     out = tmp_path_factory.mktemp(request.param)
-    final = gen.run(gen.Params(**TINY_CYCLES, **extra), 5, out)
+    offline = tmp_path_factory.mktemp("offline")
+    (offline / "sitecustomize.py").write_text(NO_NETWORK)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(
+            "PYTHONPATH",
+            os.pathsep.join(filter(None, [str(offline), os.environ.get("PYTHONPATH")])),
+        )
+        final = gen.run(gen.Params(**TINY_CYCLES, **extra), 5, out)
     assert final.status == "ok", final.log
     preview = gen.run(gen.Params(**{**TINY_CYCLES, "renderer": "tiny"}, **extra), 5, out)
     return final, preview
 
 
 def _png(archive: Path, name: str) -> np.ndarray:
+    """An archived PNG as written: RGB channel order for colour images, raw otherwise."""
     with zipfile.ZipFile(archive) as z:
-        data = z.read(name)
-    return (
-        cv2.cvtColor(
-            cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB
-        )
-        if name.startswith(("normals", "object_coordinates", "forward", "backward"))
-        else (cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
-    )
+        image = cv2.imdecode(np.frombuffer(z.read(name), np.uint8), cv2.IMREAD_UNCHANGED)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.ndim == 3 else image
 
 
 def _manifest(archive: Path) -> dict:
@@ -160,8 +175,8 @@ def test_flow_follows_the_projected_motion_of_objects(tmp_path):
     assert final.status == "ok", final.log
     f0, f1 = final.frames.to_pylist()
     rows = {(o["frame"], o["instance_id"]): o for o in final.objects.to_pylist()}
-    forward = arc.png16_to_flow(_png(final.archive, "forward_flow/00000.png"))
-    backward = arc.png16_to_flow(_png(final.archive, "backward_flow/00001.png"))
+    forward = arc.png16_to_flow(_png(final.archive, "flow/forward/00000.png"))
+    backward = arc.png16_to_flow(_png(final.archive, "flow/backward/00001.png"))
     seg0 = _png(final.archive, f0["segmentation_path"])
     seg1 = _png(final.archive, f1["segmentation_path"])
     checked = 0
@@ -184,8 +199,16 @@ def test_flow_follows_the_projected_motion_of_objects(tmp_path):
 def test_dense_maps_are_in_the_archive_with_their_encodings(final_and_preview):
     final, _ = final_and_preview
     manifest = _manifest(final.archive)
-    for kind in ("normals", "object_coordinates", "forward_flow", "backward_flow"):
+    with zipfile.ZipFile(final.archive) as z:
+        names = set(z.namelist())
+    for kind, folder in [
+        ("normals", "normals"),
+        ("object_coordinates", "object_coordinates"),
+        ("forward_flow", "flow/forward"),
+        ("backward_flow", "flow/backward"),
+    ]:
         assert kind in manifest["encodings"]
+        assert {f"{folder}/{i:05d}.png" for i in range(3)} <= names
     f = final.frames.to_pylist()[0]
     seg = _png(final.archive, f["segmentation_path"])
     normals = _png(final.archive, "normals/00000.png").astype(np.float64) / 65535 * 2 - 1

@@ -1,15 +1,15 @@
 """Where archives and tables go. The resource type lives beside the assets that use it;
 ``dagster_project.resources`` configures it from the environment."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import dagster as dg
 
+from generators.datastore import DataStore
+
 
 class StorageResource(dg.ConfigurableResource):
-    """A local data folder (S3 comes with the orchestration work)."""
+    """A local data folder laid out as ``generators.datastore`` describes."""
 
     root: str
 
@@ -17,3 +17,7 @@ class StorageResource(dg.ConfigurableResource):
         path = Path(self.root).joinpath(*parts)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @property
+    def store(self) -> DataStore:
+        return DataStore(Path(self.root))

@@ -72,6 +72,15 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a whole file under a temporary name, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
 def read_tables(path: Path) -> dict[str, pa.Table]:
     """The label tables stored in a job archive."""
     with zipfile.ZipFile(path) as z:

@@ -52,12 +52,12 @@ ENCODINGS = {
 
 def job_id(generator: Generator, params: GeneratorParams, seed: int) -> str:
     """A short stable hash of generator, version, parameters and seed."""
-    key = {
-        "generator": generator.name,
-        "version": generator.version,
-        "params": params.model_dump(mode="json"),
-        "seed": seed,
-    }
+    return make_job_id(generator.name, generator.version, params.model_dump(mode="json"), seed)
+
+
+def make_job_id(name: str, version: str, params_json: dict, seed: int) -> str:
+    """``job_id`` from plain values (the parameters as ``model_dump(mode="json")``)."""
+    key = {"generator": name, "version": version, "params": params_json, "seed": seed}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 

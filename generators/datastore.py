@@ -1,0 +1,96 @@
+"""Where a Vario data folder keeps things. One layout, used by the CLI, Dagster and benchmarks:
+
+inbox/                       specs to submit (*.yaml, *.yml, *.json)
+inbox/rejected/NAME          an invalid spec, with NAME.error.txt beside it
+inbox/processed/NAME         a spec that was planned
+batches/BATCH/spec.json      the accepted spec
+batches/BATCH/manifest.parquet   one row per job (job id, shard, seed, parameters)
+archives/BATCH/JOB_ID.zip    job archives (and JOB_ID.failed.json for failed jobs)
+tables/TABLE/batch=BATCH/SHARD.parquet   label tables, hive-partitioned by batch
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from generators import archive as arc
+from generators.batch import BatchSpec, Plan, SpecError
+
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass(frozen=True)
+class DataStore:
+    root: Path
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    def inbox_specs(self) -> list[Path]:
+        if not self.inbox.exists():
+            return []
+        return sorted(p for p in self.inbox.iterdir() if p.suffix in SPEC_SUFFIXES)
+
+    def submit(self, spec_path: Path) -> Path:
+        """Drop a spec into the inbox (atomically: the sensor never sees half a file)."""
+        target = self.inbox / Path(spec_path).name
+        arc.write_atomic(target, Path(spec_path).read_bytes())
+        return target
+
+    def reject(self, spec_path: Path, messages: list[str]) -> Path:
+        target = self.inbox / "rejected" / spec_path.name
+        arc.write_atomic(
+            target.with_name(target.name + ".error.txt"), ("\n".join(messages) + "\n").encode()
+        )
+        os.replace(spec_path, target)
+        return target
+
+    def mark_processed(self, spec_path: Path) -> Path:
+        target = self.inbox / "processed" / spec_path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(spec_path, target)
+        return target
+
+    def batch_dir(self, batch: str) -> Path:
+        return self.root / "batches" / batch
+
+    def batches(self) -> list[str]:
+        folder = self.root / "batches"
+        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+    def save_plan(self, plan: Plan) -> None:
+        """Record a planned batch; the same name with a different spec is refused."""
+        spec_file = self.batch_dir(plan.spec.name) / "spec.json"
+        spec_json = plan.spec.model_dump_json(indent=2)
+        if spec_file.exists():
+            if spec_file.read_text() != spec_json:
+                raise SpecError([f"name: batch {plan.spec.name!r} exists with another spec"])
+            return
+        arc.write_atomic(self.manifest_path(plan.spec.name), arc.parquet_bytes(plan.manifest))
+        arc.write_atomic(spec_file, spec_json.encode())
+
+    def spec(self, batch: str) -> BatchSpec:
+        return BatchSpec.model_validate(
+            json.loads((self.batch_dir(batch) / "spec.json").read_text())
+        )
+
+    def manifest_path(self, batch: str) -> Path:
+        return self.batch_dir(batch) / "manifest.parquet"
+
+    def manifest(self, batch: str):
+        return pq.read_table(self.manifest_path(batch))
+
+    def archive_dir(self, batch: str) -> Path:
+        return self.root / "archives" / batch
+
+    def table_path(self, table: str, batch: str, shard: str) -> Path:
+        return self.root / "tables" / table / f"batch={batch}" / f"{shard}.parquet"
+
+    def table_glob(self, table: str) -> str:
+        return str(self.root / "tables" / table / "*" / "*.parquet")

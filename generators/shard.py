@@ -1,0 +1,165 @@
+"""Running a shard of a batch: its jobs in parallel worker processes, resumable.
+
+A job whose archive is already complete is not rendered again, so a shard killed partway
+and run again does only the missing work. A job that fails leaves a ``<job_id>.failed.json``
+record beside the archives instead of an archive. The shard's label tables are assembled
+from archives and records in manifest order, so they come out the same however the shard
+got there.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import traceback
+import zipfile
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from generators import archive as arc
+from generators import registry, tables
+
+_REQUIRED = ("job.json", *(f"labels/{t}.parquet" for t in arc.LABEL_TABLES))
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job_id: str
+    status: str  # "ok", "failed" or "skipped" (already complete)
+    error: str | None = None
+
+
+def archive_path(out_dir: Path, job_id: str) -> Path:
+    return Path(out_dir) / f"{job_id}.zip"
+
+
+def failure_path(out_dir: Path, job_id: str) -> Path:
+    return Path(out_dir) / f"{job_id}.failed.json"
+
+
+def is_complete(path: Path) -> bool:
+    """A readable zip holding the manifest and every label table."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return set(_REQUIRED) <= set(z.namelist()) and z.testzip() is None
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def run_one(generator: str, params_json: str, seed: int, out_dir: str, batch_id: str) -> dict:
+    """One job inside a pool worker; failures come back as values, never as exceptions."""
+    gen = registry.get(generator)
+    params = gen.Params.model_validate_json(params_json)
+    try:
+        result = gen.run(params, seed, Path(out_dir), batch_id=batch_id)
+        error = result.error if result.status != "ok" else None
+    except Exception as exc:  # a bug or a broken asset: recorded, the shard goes on
+        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+    return {"status": "failed" if error else "ok", "error": error}
+
+
+@cache
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """A pool per process, reused by every shard it runs. Forkserver children start from a
+    process that already imported the generators, so they start fast and share no threads."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["generators.job", "generators.shard", "generators.registry"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
+def default_workers() -> int:
+    return int(os.environ.get("VARIO_WORKERS", os.cpu_count() or 1))
+
+
+def run_shard(
+    generator: str,
+    manifest: pa.Table,
+    out_dir: Path,
+    *,
+    workers: int | None = None,
+    on_job: Callable[[JobOutcome, int, int], None] | None = None,
+) -> list[JobOutcome]:
+    """Render the manifest's jobs not yet complete; outcomes in manifest order."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = manifest.to_pylist()
+    outcomes: dict[str, JobOutcome] = {}
+    todo = []
+    for row in rows:
+        if is_complete(archive_path(out_dir, row["job_id"])):
+            outcomes[row["job_id"]] = JobOutcome(row["job_id"], "skipped")
+        else:
+            todo.append(row)
+    pool = _pool(workers or default_workers())
+    futures = {
+        pool.submit(run_one, generator, r["params_json"], r["seed"], str(out_dir), r["batch_id"]): r
+        for r in todo
+    }
+    for done, future in enumerate(as_completed(futures), start=1):
+        row = futures[future]
+        result = future.result()
+        outcome = JobOutcome(row["job_id"], result["status"], result["error"])
+        record = failure_path(out_dir, row["job_id"])
+        if outcome.status == "failed":
+            arc.write_atomic(
+                record, json.dumps({"job_id": row["job_id"], "error": outcome.error}).encode()
+            )
+        else:
+            record.unlink(missing_ok=True)
+        outcomes[row["job_id"]] = outcome
+        if on_job:
+            on_job(outcome, done, len(todo))
+    return [outcomes[r["job_id"]] for r in rows]
+
+
+def shard_tables(generator: str, manifest: pa.Table, out_dir: Path) -> dict[str, pa.Table]:
+    """The shard's label tables, in manifest order: from archives, and a ``failed`` jobs row
+    (with the error) for each job without one. Jobs neither done nor failed are left out."""
+    gen = registry.get(generator)
+    schemas = {
+        "jobs": tables.jobs_schema(gen.Params),
+        "frames": tables.FRAMES,
+        "objects": tables.OBJECTS,
+        "events": tables.EVENTS,
+    }
+    parts: dict[str, list[pa.Table]] = {name: [] for name in schemas}
+    for row in manifest.to_pylist():
+        path = archive_path(out_dir, row["job_id"])
+        if is_complete(path):
+            for name, table in arc.read_tables(path).items():
+                parts[name].append(table.cast(schemas[name]))
+            continue
+        record = failure_path(out_dir, row["job_id"])
+        if record.exists():
+            failed = tables.jobs_row(
+                gen.Params.model_validate_json(row["params_json"]),
+                batch_id=row["batch_id"],
+                job_id=row["job_id"],
+                generator=gen.name,
+                generator_version=gen.version,
+                seed=row["seed"],
+                status="failed",
+                error=json.loads(record.read_text())["error"],
+            )
+            parts["jobs"].append(pa.Table.from_pylist([failed], schemas["jobs"]))
+    return {
+        name: pa.concat_tables(chunks) if chunks else schemas[name].empty_table()
+        for name, chunks in parts.items()
+    }
+
+
+def failed_share(outcomes: Iterable[JobOutcome]) -> float:
+    outcomes = list(outcomes)
+    return sum(o.status == "failed" for o in outcomes) / len(outcomes) if outcomes else 0.0
+
+
+def shard_manifest(manifest: pa.Table, shard: str) -> pa.Table:
+    """The rows of one shard, in job order."""
+    return manifest.filter(pc.equal(manifest.column("shard"), shard))

@@ -1,0 +1,107 @@
+"""Batch specs and their plans: validation, samplers, shards."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from generators.batch import BatchSpec, SpecError, batch_of, load_spec, plan
+
+
+def _spec(**overrides) -> BatchSpec:
+    base = {
+        "name": "b1",
+        "generator": "tabletop",
+        "seed": 3,
+        "shard_size": 4,
+        "fixed": {"resolution": 64},
+        "sampler": {
+            "kind": "sobol",
+            "count": 16,
+            "ranges": {
+                "n_objects": [1, 6],
+                "light_azimuth": [0, 360],
+                "table_texture": {"choices": ["wood", "grid", "plain"]},
+            },
+        },
+    }
+    return BatchSpec.model_validate({**base, **overrides})
+
+
+@pytest.mark.parametrize("kind", ["random", "sobol", "lhs"])
+def test_samplers_cover_their_ranges_with_the_right_types(kind):
+    spec = _spec(sampler={**_spec().sampler.model_dump(), "kind": kind, "count": 64})
+    manifest = plan(spec).manifest
+    params = [json.loads(p) for p in manifest.column("params_json").to_pylist()]
+    n_objects = [p["n_objects"] for p in params]
+    assert set(n_objects) == set(range(1, 7))  # every integer level, ends included
+    azimuths = np.array([p["light_azimuth"] for p in params])
+    assert azimuths.min() >= 0 and azimuths.max() <= 360 and np.ptp(azimuths) > 300
+    assert {p["table_texture"] for p in params} == {"wood", "grid", "plain"}
+    assert all(p["resolution"] == 64 and p["renderer"] == "tiny" for p in params)
+
+
+def test_grid_is_the_full_product():
+    spec = _spec(
+        sampler={
+            "kind": "grid",
+            "levels": 3,
+            "ranges": {"fov": [30, 60], "shadows": {"choices": [True, False]}},
+        }
+    )
+    params = [json.loads(p) for p in plan(spec).manifest.column("params_json").to_pylist()]
+    assert sorted((p["fov"], p["shadows"]) for p in params) == sorted(
+        (f, s) for f in (30.0, 45.0, 60.0) for s in (True, False)
+    )
+
+
+def test_plans_are_deterministic_and_sharded():
+    first, again = plan(_spec()), plan(_spec())
+    assert first.manifest.equals(again.manifest)
+    assert first.shards == [f"b1~{i:05d}" for i in range(4)]
+    assert all(batch_of(s) == "b1" for s in first.shards)
+    assert len(set(first.manifest.column("job_id").to_pylist())) == 16
+    other = plan(_spec(seed=4))
+    assert other.manifest.column("params_json") != first.manifest.column("params_json")
+
+
+def test_explicit_jobs_are_validated_one_by_one():
+    with pytest.raises(SpecError) as err:
+        plan(_spec(sampler=None, jobs=[{"n_objects": 2}, {"n_objects": 99}, {"fov": 5}]))
+    text = str(err.value)
+    assert "job 1: n_objects: 99" in text and "[1, 20]" in text
+    assert "job 2: fov: 5" in text and "job 0" not in text
+
+
+def test_sampler_ranges_are_checked_against_the_parameters():
+    ranges = {"fov": [10, 50], "colour": [0, 1]}
+    with pytest.raises(SpecError) as err:
+        plan(_spec(sampler={"kind": "random", "count": 4, "ranges": ranges}))
+    text = str(err.value)
+    assert "sampler.ranges.fov: 10" in text and "[20, 90]" in text
+    assert "sampler.ranges.colour: unknown parameter" in text
+
+
+def test_spec_files_give_field_errors(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"name": "Bad Name!", "generator": "tabletop"}))
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert "name: String should match pattern" in str(err.value)
+    path.write_text(yaml.safe_dump({"name": "ok", "generator": "tabletop"}))
+    with pytest.raises(SpecError, match="give exactly one of 'jobs' .explicit. or 'sampler'"):
+        load_spec(path)
+    path.write_text("name: [unclosed")
+    with pytest.raises(SpecError, match="not YAML/JSON"):
+        load_spec(path)
+
+
+def test_a_batch_of_100000_jobs_is_representable():
+    spec = _spec(
+        shard_size=256, sampler={"kind": "random", "count": 100_000, "ranges": {"fov": [20, 90]}}
+    )
+    batch = plan(spec)
+    assert batch.manifest.num_rows == 100_000 and len(batch.shards) == 391

@@ -1,0 +1,247 @@
+"""Batches through Dagster: the sensor, real in-process materialisations, DuckDB on the result,
+resuming a killed shard."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from assets_defs.batches import batches, dataset, rendered_shard, shard_labels, shards
+from assets_defs.storage import StorageResource
+from dagster_project.sensors import batch_complete_sensor, inbox_sensor
+from generators import dataset as ds
+from generators.render_tiny import gpu_available
+
+SPEC = {
+    "name": "demo",
+    "generator": "tabletop",
+    "seed": 7,
+    "shard_size": 3,
+    "fixed": {"resolution": 64, "n_objects": 3, "n_distractors": 1},
+    "sampler": {
+        "kind": "lhs",
+        "count": 5,
+        "ranges": {"light_azimuth": [0, 360], "n_objects": [1, 4]},
+    },
+}
+
+
+def _write_spec(folder: Path, spec: dict, name: str = "spec.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _evaluate(sensor, instance, storage):
+    with dg.build_sensor_context(instance=instance, resources={"storage": storage}) as context:
+        return sensor(context)
+
+
+def _register(instance, result) -> None:
+    for request in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+
+
+def _materialize_batch(instance, storage, shard_keys) -> None:
+    for key in shard_keys:
+        result = dg.materialize(
+            [rendered_shard, shard_labels],
+            partition_key=key,
+            instance=instance,
+            resources={"storage": storage},
+        )
+        assert result.success
+
+
+def test_sensor_turns_a_spec_into_partitions_and_runs(tmp_path):
+    storage = StorageResource(root=str(tmp_path))
+    _write_spec(storage.store.inbox, SPEC)
+    with dg.instance_for_test() as instance:
+        result = _evaluate(inbox_sensor, instance, storage)
+        shard_requests = [r for r in result.run_requests if r.job_name == "render_shard_job"]
+        assert [r.partition_key for r in shard_requests] == ["demo~00000", "demo~00001"]
+        added = {
+            r.partitions_def_name: list(r.partition_keys)
+            for r in result.dynamic_partitions_requests
+        }
+        assert added == {"batches": ["demo"], "shards": ["demo~00000", "demo~00001"]}
+        assert storage.store.manifest("demo").num_rows == 5
+        assert not storage.store.inbox_specs()  # processed
+        # the same spec again: the same run keys, which Dagster runs only once
+        _write_spec(storage.store.inbox, SPEC, "again.yaml")
+        again = _evaluate(inbox_sensor, instance, storage)
+        assert {r.run_key for r in again.run_requests} == {r.run_key for r in result.run_requests}
+
+
+def test_an_invalid_spec_launches_nothing_and_leaves_its_error_beside_it(tmp_path):
+    storage = StorageResource(root=str(tmp_path))
+    bad = {**SPEC, "fixed": {"resolution": 5000}}
+    _write_spec(storage.store.inbox, bad, "bad.yaml")
+    with dg.instance_for_test() as instance:
+        result = _evaluate(inbox_sensor, instance, storage)
+        assert result.run_requests == [] and result.dynamic_partitions_requests == []
+    rejected = storage.store.inbox / "rejected"
+    assert (rejected / "bad.yaml").exists()
+    error = (rejected / "bad.yaml.error.txt").read_text()
+    assert "resolution: 5000" in error and "[64, 1024]" in error
+    assert storage.store.batches() == []
+
+
+def test_a_batch_materialises_into_tables_that_duckdb_reads(tmp_path):
+    storage = StorageResource(root=str(tmp_path))
+    _write_spec(storage.store.inbox, SPEC)
+    with dg.instance_for_test() as instance:
+        result = _evaluate(inbox_sensor, instance, storage)
+        _register(instance, result)
+        keys = instance.get_dynamic_partitions(shards.name)
+        assert instance.get_dynamic_partitions(batches.name) == ["demo"]
+        _materialize_batch(instance, storage, keys[:1])
+        assert not list(_evaluate(batch_complete_sensor, instance, storage))  # not yet
+        _materialize_batch(instance, storage, keys[1:])
+        complete = list(_evaluate(batch_complete_sensor, instance, storage))
+        assert [r.run_key for r in complete] == ["dataset:demo:2"]
+        assert dg.materialize([dataset], instance=instance, resources={"storage": storage}).success
+        checks = instance.get_latest_materialization_event(dg.AssetKey("rendered_shard"))
+        assert checks is not None
+    con = ds.connect(storage.store)
+    assert con.execute("SELECT count(*), count(DISTINCT batch) FROM jobs").fetchall()[0] == (5, 1)
+    frames = con.execute("SELECT count(*) FROM frames").fetchall()[0][0]
+    assert frames == 5
+    per_job = con.execute(
+        "SELECT j.param_n_objects, count(o.instance_id) FROM jobs j "
+        "LEFT JOIN objects o USING (job_id) GROUP BY j.job_id, j.param_n_objects"
+    ).fetchall()
+    assert all(seen <= n + 1 for n, seen in per_job)  # objects of interest + 1 distractor
+    assert ds.summary(con)["jobs_ok"] == 5
+
+
+def _tables_bytes(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted((root / "tables").rglob("*.parquet"))
+    }
+
+
+def test_a_shard_killed_partway_ends_with_the_same_tables_when_run_again(tmp_path):
+    spec = {
+        **SPEC,
+        "shard_size": 12,
+        "sampler": {**SPEC["sampler"], "count": 12},
+        "fixed": {**SPEC["fixed"], "resolution": 128, "n_frames": 4},
+    }
+    runs = {}
+    for name in ("uninterrupted", "killed"):
+        storage = StorageResource(root=str(tmp_path / name))
+        _write_spec(storage.store.inbox, spec)
+        with dg.instance_for_test() as instance:
+            result = _evaluate(inbox_sensor, instance, storage)
+            _register(instance, result)
+            (key,) = instance.get_dynamic_partitions(shards.name)
+            if name == "killed":
+                archives = storage.store.archive_dir("demo")
+                worker = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-c",
+                        (
+                            "import sys; from generators import shard as sh; "
+                            "from generators.datastore import DataStore; from pathlib import Path; "
+                            "s = DataStore(Path(sys.argv[1])); "
+                            "sh.run_shard('tabletop', sh.shard_manifest(s.manifest('demo'), "
+                            "sys.argv[2]), s.archive_dir('demo'), workers=1)"
+                        ),
+                        storage.root,
+                        key,
+                    ],
+                    start_new_session=True,
+                )
+                deadline = time.monotonic() + 120
+                while len(list(archives.glob("*.zip"))) < 3:
+                    assert worker.poll() is None and time.monotonic() < deadline
+                    time.sleep(0.05)
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+                done_before = len(list(archives.glob("*.zip")))
+                assert 3 <= done_before < 12
+            _materialize_batch(instance, storage, [key])
+            materialization = instance.get_latest_materialization_event(
+                dg.AssetKey("rendered_shard")
+            ).asset_materialization
+            if name == "killed":
+                assert materialization.metadata["jobs skipped"].value == done_before
+        runs[name] = _tables_bytes(Path(storage.root))
+    clean, resumed = runs["uninterrupted"], runs["killed"]
+    assert clean.keys() == resumed.keys() and len(clean) == 4
+    for path in clean:
+        if "/jobs/" not in path:
+            assert resumed[path] == clean[path], path  # byte-identical Parquet
+    import io
+
+    import pyarrow.parquet as pq
+
+    timing = [
+        c
+        for c in pq.read_table(
+            io.BytesIO(clean["tables/jobs/batch=demo/demo~00000.parquet"])
+        ).column_names
+        if c.endswith("_seconds")
+    ]
+    jobs = [
+        pq.read_table(io.BytesIO(r["tables/jobs/batch=demo/demo~00000.parquet"])).drop(timing)
+        for r in (clean, resumed)
+    ]
+    assert jobs[0].equals(jobs[1])
+
+
+@pytest.mark.skipif(gpu_available(), reason="needs a machine without a GPU to fail a job")
+@pytest.mark.parametrize(("rate", "shard_ok"), [(0.5, True), (0.1, False)])
+def test_a_failed_job_is_recorded_and_fails_the_shard_only_past_the_rate(tmp_path, rate, shard_ok):
+    spec = {
+        "name": "mixed",
+        "generator": "tabletop",
+        "shard_size": 4,
+        "max_failure_rate": rate,
+        "fixed": {"resolution": 64},
+        "jobs": [
+            {"n_objects": 1},
+            {"n_objects": 2},
+            {"n_objects": 3},
+            {"renderer": "cycles", "device": "gpu", "samples": 1},
+        ],
+    }
+    storage = StorageResource(root=str(tmp_path))
+    _write_spec(storage.store.inbox, spec)
+    with dg.instance_for_test() as instance:
+        _register(instance, _evaluate(inbox_sensor, instance, storage))
+        result = dg.materialize(
+            [rendered_shard, shard_labels],
+            partition_key="mixed~00000",
+            instance=instance,
+            resources={"storage": storage},
+            raise_on_error=False,
+        )
+        assert result.success is shard_ok
+    if shard_ok:
+        con = ds.connect(storage.store)
+        rows = con.execute("SELECT status, error FROM jobs ORDER BY status").fetchall()
+        assert [r[0] for r in rows] == ["failed", "ok", "ok", "ok"]
+        assert "device=gpu" in rows[0][1]
+
+
+def test_dagster_definitions_validate():
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]

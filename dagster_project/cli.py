@@ -1,12 +1,14 @@
-"""The ``vario`` command line: inspect generators and run jobs without any orchestration.
+"""The ``vario`` command line: inspect generators, run jobs, plan and submit batches, query
+the dataset, open the UI.
 
-Usage errors (an unknown generator, an invalid parameter) exit with code 2 before anything is
-written.
+Usage errors (an unknown generator, an invalid parameter or spec) exit with code 2 before
+anything is written.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -14,10 +16,11 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from dagster_project.resources import data_dir
 from generators import registry
+from generators.batch import SpecError, load_spec, plan
+from generators.datastore import DataStore
 from generators.params import ParameterError, describe, parse_assignments, validate
-
-DEFAULT_DATA_DIR = Path("data")
 
 
 def _fail(message: str) -> None:
@@ -30,6 +33,20 @@ def _generator(name: str):
         return registry.get(name)
     except KeyError as exc:
         _fail(exc.args[0])
+
+
+def _plan(spec_path: Path):
+    try:
+        return plan(load_spec(spec_path))
+    except SpecError as exc:
+        _fail(f"invalid batch spec {spec_path}:\n  " + "\n  ".join(exc.messages))
+
+
+def _table(rows: list[tuple], header: tuple) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]
+    )
 
 
 @click.group()
@@ -58,29 +75,15 @@ def generators_show(name: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(gen.Params.model_json_schema(), indent=2))
         return
-    docs = describe(gen.Params)
-    header = ("parameter", "type", "default", "allowed", "description")
-    rows = [(d.name, d.type, json.dumps(d.default), d.allowed, d.description) for d in docs]
-    widths = [min(max(len(r[i]) for r in [header, *rows]), 40) for i in range(4)]
+    rows = [
+        (d.name, d.type, json.dumps(d.default), d.allowed, d.description)
+        for d in describe(gen.Params)
+    ]
     click.echo(f"{gen.name} {gen.version}: {gen.description}\n")
-    for row in [header, *rows]:
-        cells = [
-            c if len(c) <= w else c[: w - 3] + "..." for c, w in zip(row, widths, strict=False)
-        ]
-        click.echo(
-            "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)) + "  " + row[4]
-        )
+    click.echo(_table(rows, ("parameter", "type", "default", "allowed", "description")))
 
 
-def _run(
-    name: str,
-    assignments: list[str],
-    seed: int,
-    out: Path,
-    batch_id: str,
-    preview: bool = False,
-    time_limit: float | None = None,
-):
+def _run(name, assignments, seed, out, batch_id, preview=False, time_limit=None):
     gen = _generator(name)
     if preview:
         assignments = [*assignments, "renderer=tiny"]
@@ -105,20 +108,13 @@ def _run(
 @click.argument("generator")
 @click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE", help="A parameter.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR / "jobs")
+@click.option("--out", type=click.Path(path_type=Path), help="Folder [default: DATA/jobs].")
 @click.option("--batch-id", default="adhoc", show_default=True)
 @click.option("--preview", is_flag=True, help="The same job with the fast renderer (tiny).")
 @click.option("--time-limit", type=float, help="Seconds before an isolated job is stopped.")
-def run(
-    generator: str,
-    assignments: tuple[str, ...],
-    seed: int,
-    out: Path,
-    batch_id: str,
-    preview: bool,
-    time_limit: float | None,
-):
+def run(generator, assignments, seed, out, batch_id, preview, time_limit) -> None:
     """Run one job of GENERATOR and print where its archive is (exit 1 if it failed)."""
+    out = out or data_dir() / "jobs"
     result = _run(generator, list(assignments), seed, out, batch_id, preview, time_limit)
     if result.archive is None:
         click.echo(f"error: job {result.job_id} failed: {result.error}", err=True)
@@ -126,26 +122,129 @@ def run(
     click.echo(str(result.archive))
 
 
-@main.command("demo")
-@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR / "demo")
-def demo(out: Path) -> None:
-    """Run a short tabletop clip and slice its labels with DuckDB."""
+@main.group()
+def batch() -> None:
+    """Plan, submit and follow batches (see docs/batches.md for the spec)."""
+
+
+@batch.command("plan")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--show", default=5, show_default=True, help="Jobs to print.")
+def batch_plan(spec: Path, show: int) -> None:
+    """Validate SPEC and print its jobs and shards; runs nothing, writes nothing."""
+    batch_plan = _plan(spec)
+    manifest = batch_plan.manifest
+    s = batch_plan.spec
+    click.echo(
+        f"batch {s.name}: {manifest.num_rows} jobs of {s.generator} ({s.renderer}), "
+        f"{len(batch_plan.shards)} shards of up to {s.shard_size}"
+    )
+    varying = list(s.sampler.ranges) if s.sampler else sorted({k for j in s.jobs for k in j})
+    rows = []
+    for r in manifest.slice(0, show).to_pylist():
+        params = json.loads(r["params_json"])
+        rows.append(
+            (
+                r["job_index"],
+                r["job_id"],
+                r["shard"],
+                r["seed"],
+                *(_short(params.get(k)) for k in varying),
+            )
+        )
+    click.echo(_table(rows, ("job", "job_id", "shard", "seed", *varying)))
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
+
+
+@batch.command("submit")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def batch_submit(spec: Path) -> None:
+    """Validate SPEC and drop it into the inbox, where the Dagster sensor picks it up."""
+    batch_plan = _plan(spec)
+    target = DataStore(data_dir()).submit(spec)
+    click.echo(
+        f"submitted {batch_plan.spec.name} ({batch_plan.manifest.num_rows} jobs, "
+        f"{len(batch_plan.shards)} shards): {target}"
+    )
+
+
+@batch.command("status")
+@click.argument("name")
+def batch_status(name: str) -> None:
+    """Jobs done, failed and pending, per shard and in all."""
+    from generators import shard as sh
+
+    store = DataStore(data_dir())
+    if name not in store.batches():
+        _fail(f"no batch {name!r} in {store.root}; batches: {', '.join(store.batches()) or '-'}")
+    manifest, out = store.manifest(name), store.archive_dir(name)
+    counts: dict[str, dict[str, int]] = {}
+    for r in manifest.to_pylist():
+        if sh.is_complete(sh.archive_path(out, r["job_id"])):
+            state = "done"
+        elif sh.failure_path(out, r["job_id"]).exists():
+            state = "failed"
+        else:
+            state = "pending"
+        counts.setdefault(r["shard"], {"done": 0, "failed": 0, "pending": 0})[state] += 1
+    rows = [(s, c["done"], c["failed"], c["pending"]) for s, c in sorted(counts.items())]
+    total = tuple(sum(r[i] for r in rows) for i in (1, 2, 3))
+    click.echo(_table([*rows, ("all", *total)], ("shard", "done", "failed", "pending")))
+
+
+@main.command("query")
+@click.argument("sql")
+@click.option("--max-rows", default=40, show_default=True)
+def query(sql: str, max_rows: int) -> None:
+    """Run a read-only SQL query over the dataset's views: jobs, frames, objects, events."""
     import duckdb
 
-    result = _run("tabletop", ["n_objects=6", "n_frames=24", "start_time=0.2"], 7, out, "demo")
-    labels = out / "labels"
-    labels.mkdir(parents=True, exist_ok=True)
-    for name in ("jobs", "frames", "objects"):
-        import pyarrow.parquet as pq
+    from generators import dataset
 
-        pq.write_table(getattr(result, name), labels / f"{name}.parquet")
-    sql = (
-        f"SELECT category, count(*) AS rows, round(avg(visible_pixels)) AS avg_pixels, "
-        f"round(max(occlusion), 3) AS max_occlusion FROM '{labels}/objects.parquet' "
-        "GROUP BY category ORDER BY category"
+    statements = duckdb.extract_statements(sql)
+    allowed = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+    if len(statements) != 1 or statements[0].type not in allowed:
+        _fail("vario query runs one read-only statement (SELECT, WITH ... SELECT, EXPLAIN)")
+    con = dataset.connect(DataStore(data_dir()))
+    try:
+        relation = con.sql(sql)
+    except duckdb.Error as exc:
+        _fail(str(exc))
+    relation.show(max_rows=max_rows)
+
+
+@main.command("ui")
+@click.option("--port", default=3000, show_default=True)
+def ui(port: int) -> None:
+    """Open the Dagster UI (and daemon) on the project's instance: ``dagster dev``."""
+    from dagster_project.instance import PROJECT_ROOT, dagster_home
+
+    dagster_home()
+    os.execvp(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(PROJECT_ROOT / "workspace.yaml"),
+            "-p",
+            str(port),
+        ],
     )
-    click.echo(f"archive: {result.archive}\nlabels:  {labels}/\n\n{sql}\n")
-    click.echo(duckdb.sql(sql))
+
+
+@main.command("demo")
+def demo() -> None:
+    """Run a small batch through Dagster (real materialisations, kept in the project's
+    instance) and slice its labels with DuckDB."""
+    from dagster_project.demo import run_demo
+
+    run_demo()
 
 
 if __name__ == "__main__":

@@ -8,12 +8,17 @@ from pathlib import Path
 import dagster as dg
 
 from assets_defs.storage import StorageResource
+from dagster_project.instance import PROJECT_ROOT
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR_ENV = "VARIO_DATA_DIR"
+
+
+def data_dir() -> Path:
+    """``$VARIO_DATA_DIR``, else the project's ``data/`` folder."""
+    return Path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data")
 
 
 def storage() -> StorageResource:
-    """``VARIO_DATA_DIR`` when set, else the project's ``data/`` folder."""
-    if os.environ.get("VARIO_DATA_DIR"):
-        return StorageResource(root=dg.EnvVar("VARIO_DATA_DIR"))
-    return StorageResource(root=str(DEFAULT_DATA_DIR))
+    if os.environ.get(DATA_DIR_ENV):
+        return StorageResource(root=dg.EnvVar(DATA_DIR_ENV))
+    return StorageResource(root=str(data_dir()))

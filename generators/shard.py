@@ -17,7 +17,6 @@ import zipfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import pyarrow as pa
@@ -65,10 +64,10 @@ def run_one(generator: str, params_json: str, seed: int, out_dir: str, batch_id:
     return {"status": "failed" if error else "ok", "error": error}
 
 
-@cache
 def _pool(workers: int) -> ProcessPoolExecutor:
-    """A pool per process, reused by every shard it runs. Forkserver children start from a
-    process that already imported the generators, so they start fast and share no threads."""
+    """Forkserver children start from a server process that already imported the generators
+    (once per process), so a pool starts fast and its workers share no threads with Dagster.
+    A pool lives for one shard: one left running would hang its process at exit."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["generators.job", "generators.shard", "generators.registry"])
     return ProcessPoolExecutor(max_workers=workers, mp_context=context)
@@ -97,26 +96,32 @@ def run_shard(
             outcomes[row["job_id"]] = JobOutcome(row["job_id"], "skipped")
         else:
             todo.append(row)
-    pool = _pool(workers or default_workers())
-    futures = {
-        pool.submit(run_one, generator, r["params_json"], r["seed"], str(out_dir), r["batch_id"]): r
-        for r in todo
-    }
-    for done, future in enumerate(as_completed(futures), start=1):
-        row = futures[future]
-        result = future.result()
-        outcome = JobOutcome(row["job_id"], result["status"], result["error"])
-        record = failure_path(out_dir, row["job_id"])
-        if outcome.status == "failed":
-            arc.write_atomic(
-                record, json.dumps({"job_id": row["job_id"], "error": outcome.error}).encode()
-            )
-        else:
-            record.unlink(missing_ok=True)
-        outcomes[row["job_id"]] = outcome
-        if on_job:
-            on_job(outcome, done, len(todo))
+    if todo:
+        with _pool(min(workers or default_workers(), len(todo))) as pool:
+            futures = {
+                pool.submit(
+                    run_one, generator, r["params_json"], r["seed"], str(out_dir), r["batch_id"]
+                ): r
+                for r in todo
+            }
+            for done, future in enumerate(as_completed(futures), start=1):
+                row = futures[future]
+                outcome = JobOutcome(row["job_id"], **future.result())
+                _record(out_dir, outcome)
+                outcomes[row["job_id"]] = outcome
+                if on_job:
+                    on_job(outcome, done, len(todo))
     return [outcomes[r["job_id"]] for r in rows]
+
+
+def _record(out_dir: Path, outcome: JobOutcome) -> None:
+    """Keep a failed job's error beside the archives; a success clears an old one."""
+    record = failure_path(out_dir, outcome.job_id)
+    if outcome.status == "failed":
+        payload = {"job_id": outcome.job_id, "error": outcome.error}
+        arc.write_atomic(record, json.dumps(payload).encode())
+    else:
+        record.unlink(missing_ok=True)
 
 
 def shard_tables(generator: str, manifest: pa.Table, out_dir: Path) -> dict[str, pa.Table]:

@@ -1,0 +1,146 @@
+"""End to end: the real Dagster webserver and daemon on loopback, a spec through the inbox,
+runs followed through Dagster's GraphQL API, the tables checked with DuckDB."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from generators import dataset as ds
+from generators.datastore import DataStore
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = """{ runsOrError { ... on Runs { results { runId jobName status
+            tags { key value } } } } }"""
+SPEC = {
+    "name": "e2e",
+    "generator": "tabletop",
+    "seed": 1,
+    "shard_size": 2,
+    "fixed": {"resolution": 64, "n_objects": 2},
+    "sampler": {"kind": "random", "count": 4, "ranges": {"light_azimuth": [0, 360]}},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["data"]
+
+
+def _runs(port: int) -> list[dict]:
+    return _graphql(port, RUNS)["runsOrError"]["results"]
+
+
+def _wait(condition, timeout: float, what: str, log: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except OSError:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}; dagster log:\n" + log.read_text()[-4000:])
+
+
+@pytest.fixture
+def dagster_dev(tmp_path):
+    home, data, log = tmp_path / "dagster_home", tmp_path / "data", tmp_path / "dagster.log"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "VARIO_DATA_DIR": str(data),
+        "VARIO_SENSOR_INTERVAL": "2",
+        "VARIO_WORKERS": "1",
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "dev",
+                "-w",
+                str(ROOT / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait(lambda: _graphql(port, "{ version }"), 120, "the webserver", log)
+        yield port, DataStore(data), log
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_a_spec_in_the_inbox_runs_through_the_daemon(dagster_dev, tmp_path):
+    port, store, log = dagster_dev
+    spec = tmp_path / "e2e.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    store.submit(spec)
+
+    def finished():
+        runs = _runs(port)
+        failed = [r for r in runs if r["status"] in ("FAILURE", "CANCELED")]
+        assert not failed, failed
+        by_job = {}
+        for r in runs:
+            by_job.setdefault(r["jobName"], []).append(r["status"])
+        done = by_job.get("dataset_job", []) == ["SUCCESS"]
+        return runs if done and all(s == "SUCCESS" for s in sum(by_job.values(), [])) else None
+
+    runs = _wait(finished, 400, "the batch's runs", log)
+    assert sorted(r["jobName"] for r in runs) == [
+        "batch_manifest_job",
+        "dataset_job",
+        "render_shard_job",
+        "render_shard_job",
+    ]
+    # submitting the same spec again launches nothing new
+    store.submit(spec)
+    _wait(lambda: not store.inbox_specs(), 60, "the duplicate to be processed", log)
+    time.sleep(6)
+    assert len(_runs(port)) == len(runs)
+
+    con = ds.connect(store)
+    assert con.execute("SELECT count(*), count(*) FILTER (status = 'ok') FROM jobs").fetchall() == [
+        (4, 4)
+    ]
+    assert con.execute("SELECT count(DISTINCT job_id) FROM objects").fetchall() == [(4,)]

@@ -55,21 +55,36 @@ def batch_manifest(
     )
 
 
-@dg.asset(
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "rendered_shard",
+            description="Every job of the shard rendered into its archive.",
+            deps=[dg.AssetDep(batch_manifest, partition_mapping=dg.AllPartitionMapping())],
+            group_name="batches",
+            kinds={"pybullet", "blender"},
+        ),
+        dg.AssetSpec(
+            "shard_labels",
+            description="The shard's jobs, frames, objects and events tables: one Parquet "
+            "file per table, hive-partitioned by batch.",
+            deps=["rendered_shard"],
+            group_name="batches",
+            kinds={"parquet"},
+        ),
+    ],
     partitions_def=shards,
-    group_name="batches",
-    kinds={"pybullet", "blender"},
-    deps=[dg.AssetDep(batch_manifest, partition_mapping=dg.AllPartitionMapping())],
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
     check_specs=[dg.AssetCheckSpec("archives_complete", asset="rendered_shard")],
 )
-def rendered_shard(context: dg.AssetExecutionContext, storage: StorageResource):
-    """Every job of the shard rendered into its archive. A retry or a re-run skips jobs whose
+def shard(context: dg.AssetExecutionContext, storage: StorageResource):
+    """Renders a shard's jobs in parallel worker processes and writes its label tables, in
+    one step: fresh jobs hand their tables over in memory. A retry or re-run skips jobs whose
     archive is complete; failed jobs are recorded and tolerated up to the batch's rate."""
-    store, shard = storage.store, context.partition_key
-    batch = batch_of(shard)
+    store, key = storage.store, context.partition_key
+    batch = batch_of(key)
     spec = store.spec(batch)
-    manifest = sh.shard_manifest(store.manifest(batch), shard)
+    manifest = sh.shard_manifest(store.manifest(batch), key)
     out_dir = store.archive_dir(batch)
 
     def progress(outcome: sh.JobOutcome, done: int, total: int) -> None:
@@ -80,67 +95,51 @@ def rendered_shard(context: dg.AssetExecutionContext, storage: StorageResource):
 
     outcomes = sh.run_shard(spec.generator, manifest, out_dir, on_job=progress)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
-    share = sh.failed_share(outcomes)
-    if share > spec.max_failure_rate:
+    failed = [o for o in outcomes if o.status == "failed"]
+    if sh.failed_share(outcomes) > spec.max_failure_rate:
         raise dg.Failure(
-            f"{counts['failed']} of {len(outcomes)} jobs failed, more than the batch's "
+            f"{len(failed)} of {len(outcomes)} jobs failed, more than the batch's "
             f"max_failure_rate {spec.max_failure_rate}",
             metadata={
                 "errors": dg.MetadataValue.md(
                     _markdown_table(
                         [
                             {"job_id": o.job_id, "error": (o.error or "").splitlines()[0]}
-                            for o in outcomes
-                            if o.status == "failed"
+                            for o in failed
                         ][:20]
                     )
                 )
             },
         )
-    missing = [
-        o.job_id
-        for o in outcomes
-        if o.status != "failed" and not sh.is_complete(sh.archive_path(out_dir, o.job_id))
-    ]
-    ok_archives = [sh.archive_path(out_dir, o.job_id) for o in outcomes if o.status != "failed"]
+    done = [sh.archive_path(out_dir, o.job_id) for o in outcomes if o.status != "failed"]
+    missing = [p.stem for p in done if not sh.is_complete(p)]
     metadata = {
         **{f"jobs {k}": v for k, v in counts.items()},
         "archives": dg.MetadataValue.path(str(out_dir)),
     }
-    if ok_archives:
-        png = base64.b64encode(boxed_frame(ok_archives[0])).decode()
+    if done:
+        png = base64.b64encode(boxed_frame(done[0])).decode()
         metadata["preview"] = dg.MetadataValue.md(f"![preview](data:image/png;base64,{png})")
-    yield dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(asset_key="rendered_shard", metadata=metadata)
     yield dg.AssetCheckResult(
+        asset_key="rendered_shard",
         check_name="archives_complete",
-        passed=not missing and not counts["failed"],
+        passed=not missing and not failed,
         severity=dg.AssetCheckSeverity.ERROR if missing else dg.AssetCheckSeverity.WARN,
         metadata={
             "missing": dg.MetadataValue.json(missing),
-            "failed": dg.MetadataValue.json([o.job_id for o in outcomes if o.status == "failed"]),
+            "failed": dg.MetadataValue.json([o.job_id for o in failed]),
         },
     )
-
-
-@dg.asset(partitions_def=shards, group_name="batches", kinds={"parquet"}, deps=[rendered_shard])
-def shard_labels(context: dg.AssetExecutionContext, storage: StorageResource):
-    """The shard's jobs, frames, objects and events tables: one Parquet file per table,
-    hive-partitioned by batch, assembled in manifest order."""
-    store, shard = storage.store, context.partition_key
-    batch = batch_of(shard)
-    spec = store.spec(batch)
-    manifest = sh.shard_manifest(store.manifest(batch), shard)
-    tables = sh.shard_tables(spec.generator, manifest, store.archive_dir(batch))
-    metadata = {}
+    tables = sh.shard_tables(spec.generator, manifest, out_dir, outcomes)
+    labels = {"tables": dg.MetadataValue.path(str(store.root / "tables"))}
     for name, table in tables.items():
-        path = store.table_path(name, batch, shard)
-        arc.write_atomic(path, arc.parquet_bytes(table))
-        metadata[f"{name} rows"] = table.num_rows
-    metadata["tables"] = dg.MetadataValue.path(str(store.root / "tables"))
-    return dg.MaterializeResult(metadata=metadata)
+        arc.write_atomic(store.table_path(name, batch, key), arc.parquet_bytes(table))
+        labels[f"{name} rows"] = table.num_rows
+    yield dg.MaterializeResult(asset_key="shard_labels", metadata=labels)
 
 
-@dg.asset(group_name="dataset", kinds={"duckdb"}, deps=[shard_labels])
+@dg.asset(group_name="dataset", kinds={"duckdb"}, deps=["shard_labels"])
 def dataset(storage: StorageResource) -> dg.MaterializeResult:
     """Every shard's tables as DuckDB views (jobs, frames, objects, events), in memory over
     the Parquet files, with the dataset's totals."""
@@ -165,5 +164,5 @@ def dataset(storage: StorageResource) -> dg.MaterializeResult:
 
 
 manifest_job = dg.define_asset_job("batch_manifest_job", selection=[batch_manifest])
-render_shard_job = dg.define_asset_job("render_shard_job", selection=[rendered_shard, shard_labels])
+render_shard_job = dg.define_asset_job("render_shard_job", selection=[shard])
 dataset_job = dg.define_asset_job("dataset_job", selection=[dataset])

@@ -33,6 +33,7 @@ class JobOutcome:
     job_id: str
     status: str  # "ok", "failed" or "skipped" (already complete)
     error: str | None = None
+    tables: dict[str, pa.Table] | None = None  # a fresh job's label tables
 
 
 def archive_path(out_dir: Path, job_id: str) -> Path:
@@ -44,10 +45,11 @@ def failure_path(out_dir: Path, job_id: str) -> Path:
 
 
 def is_complete(path: Path) -> bool:
-    """A readable zip holding the manifest and every label table."""
+    """A zip whose directory lists the manifest and every label table. Archives appear only
+    by atomic rename once closed, so a readable directory means a whole archive."""
     try:
         with zipfile.ZipFile(path) as z:
-            return set(_REQUIRED) <= set(z.namelist()) and z.testzip() is None
+            return set(_REQUIRED) <= set(z.namelist())
     except (OSError, zipfile.BadZipFile):
         return False
 
@@ -58,13 +60,16 @@ def run_one(generator: str, params_json: str, seed: int, out_dir: str, batch_id:
     params = gen.Params.model_validate_json(params_json)
     try:
         result = gen.run(params, seed, Path(out_dir), batch_id=batch_id)
-        error = result.error if result.status != "ok" else None
     except Exception as exc:  # a bug or a broken asset: recorded, the shard goes on
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-    return {"status": "failed" if error else "ok", "error": error}
+        return {"status": "failed", "error": error}
+    if result.status != "ok":
+        return {"status": "failed", "error": result.error}
+    tables = {name: getattr(result, name) for name in arc.LABEL_TABLES}
+    return {"status": "ok", "tables": tables}
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
+def worker_pool(workers: int) -> ProcessPoolExecutor:
     """Forkserver children start from a server process that already imported the generators
     (once per process), so a pool starts fast and its workers share no threads with Dagster.
     A pool lives for one shard: one left running would hang its process at exit."""
@@ -97,7 +102,7 @@ def run_shard(
         else:
             todo.append(row)
     if todo:
-        with _pool(min(workers or default_workers(), len(todo))) as pool:
+        with worker_pool(min(workers or default_workers(), len(todo))) as pool:
             futures = {
                 pool.submit(
                     run_one, generator, r["params_json"], r["seed"], str(out_dir), r["batch_id"]
@@ -124,9 +129,13 @@ def _record(out_dir: Path, outcome: JobOutcome) -> None:
         record.unlink(missing_ok=True)
 
 
-def shard_tables(generator: str, manifest: pa.Table, out_dir: Path) -> dict[str, pa.Table]:
-    """The shard's label tables, in manifest order: from archives, and a ``failed`` jobs row
-    (with the error) for each job without one. Jobs neither done nor failed are left out."""
+def shard_tables(
+    generator: str, manifest: pa.Table, out_dir: Path, outcomes: Iterable[JobOutcome] = ()
+) -> dict[str, pa.Table]:
+    """The shard's label tables, in manifest order: fresh jobs' tables from ``outcomes``,
+    others from their archives, and a ``failed`` jobs row (with the error) for each job
+    without one. Jobs neither done nor failed are left out."""
+    fresh = {o.job_id: o.tables for o in outcomes if o.tables}
     gen = registry.get(generator)
     schemas = {
         "jobs": tables.jobs_schema(gen.Params),
@@ -137,8 +146,9 @@ def shard_tables(generator: str, manifest: pa.Table, out_dir: Path) -> dict[str,
     parts: dict[str, list[pa.Table]] = {name: [] for name in schemas}
     for row in manifest.to_pylist():
         path = archive_path(out_dir, row["job_id"])
-        if is_complete(path):
-            for name, table in arc.read_tables(path).items():
+        if row["job_id"] in fresh or is_complete(path):
+            job_tables = fresh.get(row["job_id"]) or arc.read_tables(path)
+            for name, table in job_tables.items():
                 parts[name].append(table.cast(schemas[name]))
             continue
         record = failure_path(out_dir, row["job_id"])

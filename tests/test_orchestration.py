@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from assets_defs.batches import batches, dataset, rendered_shard, shard_labels, shards
+from assets_defs.batches import batches, dataset, shard, shards
 from assets_defs.storage import StorageResource
 from dagster_project.sensors import batch_complete_sensor, inbox_sensor
 from generators import dataset as ds
@@ -54,7 +54,7 @@ def _register(instance, result) -> None:
 def _materialize_batch(instance, storage, shard_keys) -> None:
     for key in shard_keys:
         result = dg.materialize(
-            [rendered_shard, shard_labels],
+            [shard],
             partition_key=key,
             instance=instance,
             resources={"storage": storage},
@@ -223,7 +223,7 @@ def test_a_failed_job_is_recorded_and_fails_the_shard_only_past_the_rate(tmp_pat
     with dg.instance_for_test() as instance:
         _register(instance, _evaluate(inbox_sensor, instance, storage))
         result = dg.materialize(
-            [rendered_shard, shard_labels],
+            [shard],
             partition_key="mixed~00000",
             instance=instance,
             resources={"storage": storage},

@@ -18,6 +18,15 @@ def data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data")
 
 
+def user_catalog() -> Path:
+    """``$VARIO_CATALOG_DIR``, defaulting to ``catalog/`` in the data folder; exported so that
+    render workers see the same user assets."""
+    from generators.catalog import USER_CATALOG_ENV
+
+    os.environ.setdefault(USER_CATALOG_ENV, str(data_dir() / "catalog"))
+    return Path(os.environ[USER_CATALOG_ENV])
+
+
 def storage() -> StorageResource:
     if os.environ.get(DATA_DIR_ENV):
         return StorageResource(root=dg.EnvVar(DATA_DIR_ENV))

@@ -1,13 +1,17 @@
-"""The offline asset catalog: named objects from ``pybullet_data``, trimesh primitives, and the
-1,000 procedural ``random_urdfs`` objects as the ``distractor`` category.
+"""The offline asset catalog: named objects from ``pybullet_data``, trimesh primitives, the
+1,000 procedural ``random_urdfs`` objects as the ``distractor`` category, and the user's own
+assets.
 
 Nothing is downloaded: ``pybullet_data`` ships with PyBullet, and primitives are generated once
-into the cache folder (``VARIO_CACHE_DIR``, default ``~/.cache/vario``).
+into the cache folder (``VARIO_CACHE_DIR``, default ``~/.cache/vario``). User assets are OBJ
+meshes in ``$VARIO_CATALOG_DIR/<category>/<name>.obj`` (metres), each with an optional
+``<name>.json`` giving ``size`` (longest side, m), ``color`` (RGBA) and ``mass`` (kg).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import tempfile
 import xml.etree.ElementTree as ET
@@ -23,8 +27,22 @@ DISTRACTOR = "distractor"
 SILHOUETTE_FACES = 400  # enough for a pixel-accurate outline at 1024 px, cheap to rasterise
 
 
+USER_CATALOG_ENV = "VARIO_CATALOG_DIR"
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("VARIO_CACHE_DIR", Path.home() / ".cache" / "vario"))
+
+
+def user_catalog_dir() -> Path | None:
+    folder = os.environ.get(USER_CATALOG_ENV)
+    return Path(folder) if folder else None
+
+
+def user_asset_files() -> list[Path]:
+    """The user's meshes, ``<category>/<name>.obj`` under ``$VARIO_CATALOG_DIR``, sorted."""
+    folder = user_catalog_dir()
+    return sorted(folder.glob("*/*.obj")) if folder and folder.is_dir() else []
 
 
 @dataclass(frozen=True)
@@ -184,4 +202,42 @@ def default_catalog() -> Catalog:
     for urdf in sorted((PYBULLET_DATA / "random_urdfs").glob("*/*.urdf")):
         mesh, scale, rgba = _urdf_mesh(urdf)
         entries.append(AssetEntry(f"random_{urdf.stem}", DISTRACTOR, mesh, mesh, urdf, scale, rgba))
+    entries += [_user_entry(path) for path in user_asset_files()]
     return Catalog(entries)
+
+
+def _user_entry(path: Path) -> AssetEntry:
+    meta_file = path.with_suffix(".json")
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    extent = 2 * mesh_info(path).half_extents.max()
+    return AssetEntry(
+        asset_id=f"{path.parent.name}/{path.stem}",
+        category=path.parent.name,
+        render_mesh=path,
+        collision_mesh=path,
+        urdf=None,
+        scale=meta.get("size", extent) / extent,
+        color=tuple(meta.get("color", (0.7, 0.7, 0.7, 1.0))),
+        mass=meta.get("mass", 0.1),
+    )
+
+
+def object_categories() -> tuple[str, ...]:
+    """Categories that can be objects of interest: the built-in ones and the user's."""
+    user = sorted({p.parent.name for p in user_asset_files()} - set(OBJECT_CATEGORIES))
+    return (*OBJECT_CATEGORIES, *user)
+
+
+def refresh() -> Catalog:
+    """The catalog read again, with user assets added since it was last read."""
+    default_catalog.cache_clear()
+    return default_catalog()
+
+
+def check_category(name: str, extra: tuple[str, ...] = ()) -> str:
+    """A pydantic validator: ``name`` must be a category of the catalog as it is now."""
+    if name in extra or name in OBJECT_CATEGORIES:
+        return name
+    if name not in object_categories():
+        raise ValueError(f"{name!r} is not a catalog category ({', '.join(object_categories())})")
+    return name

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import yaml
 
 from generators import archive as arc
 from generators.batch import BatchSpec, Plan, SpecError
@@ -41,6 +42,12 @@ class DataStore:
         """Drop a spec into the inbox (atomically: the sensor never sees half a file)."""
         target = self.inbox / Path(spec_path).name
         arc.write_atomic(target, Path(spec_path).read_bytes())
+        return target
+
+    def submit_spec(self, spec: dict) -> Path:
+        """Drop a spec given as data into the inbox, named after the batch."""
+        target = self.inbox / f"{spec['name']}.yaml"
+        arc.write_atomic(target, yaml.safe_dump(spec, sort_keys=False).encode())
         return target
 
     def reject(self, spec_path: Path, messages: list[str]) -> Path:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from generators import archive as arc
-from generators import registry, tables
+from generators import catalog, registry, tables
 
 _REQUIRED = ("job.json", *(f"labels/{t}.parquet" for t in arc.LABEL_TABLES))
 
@@ -54,8 +54,15 @@ def is_complete(path: Path) -> bool:
         return False
 
 
-def run_one(generator: str, params_json: str, seed: int, out_dir: str, batch_id: str) -> dict:
-    """One job inside a pool worker; failures come back as values, never as exceptions."""
+def run_one(
+    generator: str, params_json: str, seed: int, out_dir: str, batch_id: str, env: dict
+) -> dict:
+    """One job inside a pool worker; failures come back as values, never as exceptions.
+    ``env`` carries the parent's ``VARIO_*`` settings (catalog, cache, time limit): pool
+    workers fork from a server that may have started before they were set."""
+    if any(os.environ.get(k) != v for k, v in env.items()):
+        os.environ.update(env)
+        catalog.refresh()
     gen = registry.get(generator)
     params = gen.Params.model_validate_json(params_json)
     try:
@@ -101,11 +108,18 @@ def run_shard(
             outcomes[row["job_id"]] = JobOutcome(row["job_id"], "skipped")
         else:
             todo.append(row)
+    env = {k: v for k, v in os.environ.items() if k.startswith("VARIO_")}
     if todo:
         with worker_pool(min(workers or default_workers(), len(todo))) as pool:
             futures = {
                 pool.submit(
-                    run_one, generator, r["params_json"], r["seed"], str(out_dir), r["batch_id"]
+                    run_one,
+                    generator,
+                    r["params_json"],
+                    r["seed"],
+                    str(out_dir),
+                    r["batch_id"],
+                    env,
                 ): r
                 for r in todo
             }

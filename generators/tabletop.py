@@ -8,20 +8,33 @@ colour jitter, camera and sensor noise.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 from scipy.spatial.transform import Rotation
 
-from generators.catalog import DISTRACTOR, OBJECT_CATEGORIES, PYBULLET_DATA, default_catalog
+from generators.catalog import (
+    DISTRACTOR,
+    OBJECT_CATEGORIES,
+    PYBULLET_DATA,
+    check_category,
+    default_catalog,
+    object_categories,
+)
 from generators.contract import Generator
 from generators.geometry import look_at, quat_wxyz, spherical_to_cartesian
 from generators.placement import free_spot, jitter_hue, kelvin_to_rgb
 from generators.rendering import RenderParams
 from generators.scene import Camera, Light, Material, Scene, SceneObject
 
-Category = Literal[OBJECT_CATEGORIES]  # type: ignore[valid-type]
+# Choices come from the catalog: built-in categories and the user's, checked against the
+# catalog as it is when a job is validated (so new user assets need no restart).
+Category = Annotated[
+    str,
+    AfterValidator(check_category),
+    WithJsonSchema({"type": "string", "enum": list(object_categories())}),
+]
 
 TABLE_SIZE = (1.2, 0.8, 0.05)  # metres; the top surface is the plane z = 0
 # Images in pybullet_data used as random object textures (shown on meshes with UVs).
@@ -140,9 +153,9 @@ class TabletopGenerator(Generator):
             ),
         )
         distractor_ids = [e.asset_id for e in catalog.category(DISTRACTOR)]
-        picks = [catalog[str(rng.choice(params.categories))] for _ in range(params.n_objects)] + [
-            catalog[str(rng.choice(distractor_ids))] for _ in range(params.n_distractors)
-        ]
+        picks = [
+            _pick(catalog, str(rng.choice(params.categories)), rng) for _ in range(params.n_objects)
+        ] + [catalog[str(rng.choice(distractor_ids))] for _ in range(params.n_distractors)]
         placed: list[tuple[np.ndarray, float]] = []
         objects = [table]
         for i, entry in enumerate(picks):
@@ -196,6 +209,12 @@ class TabletopGenerator(Generator):
             start_time=params.start_time,
             seed=seed,
         )
+
+
+def _pick(catalog, category: str, rng: np.random.Generator):
+    """An asset of the category (drawing only when it has several, as user categories may)."""
+    entries = catalog.category(category)
+    return entries[int(rng.integers(len(entries)))] if len(entries) > 1 else entries[0]
 
 
 def _object_texture(entry, choice: str, rng: np.random.Generator) -> str | None:

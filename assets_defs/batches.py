@@ -37,6 +37,7 @@ def batch_manifest(
     """The planned jobs of a batch: one row per job with its id, shard, seed and parameters.
     Written when the spec is accepted; this records its shape."""
     store, batch = storage.store, context.partition_key
+    storage.fetch(store.spec_path(batch), store.manifest_path(batch))
     manifest, spec = store.manifest(batch), store.spec(batch)
     sample = [
         {"job": r["job_index"], "job_id": r["job_id"], "shard": r["shard"], "seed": r["seed"]}
@@ -83,9 +84,12 @@ def shard(context: dg.AssetExecutionContext, storage: StorageResource):
     archive is complete; failed jobs are recorded and tolerated up to the batch's rate."""
     store, key = storage.store, context.partition_key
     batch = batch_of(key)
+    storage.fetch(store.spec_path(batch), store.manifest_path(batch))
     spec = store.spec(batch)
     manifest = sh.shard_manifest(store.manifest(batch), key)
     out_dir = store.archive_dir(batch)
+    job_ids = manifest.column("job_id").to_pylist()
+    storage.fetch(*(f(out_dir, j) for j in job_ids for f in (sh.archive_path, sh.failure_path)))
 
     def progress(outcome: sh.JobOutcome, done: int, total: int) -> None:
         if outcome.status == "failed":
@@ -120,6 +124,8 @@ def shard(context: dg.AssetExecutionContext, storage: StorageResource):
     if done:
         png = base64.b64encode(boxed_frame(done[0])).decode()
         metadata["preview"] = dg.MetadataValue.md(f"![preview](data:image/png;base64,{png})")
+    fresh = [sh.archive_path(out_dir, o.job_id) for o in outcomes if o.status == "ok"]
+    storage.publish(*fresh, *(sh.failure_path(out_dir, o.job_id) for o in failed))
     yield dg.MaterializeResult(asset_key="rendered_shard", metadata=metadata)
     yield dg.AssetCheckResult(
         asset_key="rendered_shard",
@@ -134,7 +140,9 @@ def shard(context: dg.AssetExecutionContext, storage: StorageResource):
     tables = sh.shard_tables(spec.generator, manifest, out_dir, outcomes)
     labels = {"tables": dg.MetadataValue.path(str(store.root / "tables"))}
     for name, table in tables.items():
-        arc.write_atomic(store.table_path(name, batch, key), arc.parquet_bytes(table))
+        path = store.table_path(name, batch, key)
+        arc.write_atomic(path, arc.parquet_bytes(table))
+        storage.publish(path)
         labels[f"{name} rows"] = table.num_rows
     yield dg.MaterializeResult(asset_key="shard_labels", metadata=labels)
 
@@ -143,7 +151,7 @@ def shard(context: dg.AssetExecutionContext, storage: StorageResource):
 def dataset(storage: StorageResource) -> dg.MaterializeResult:
     """Every shard's tables as DuckDB views (jobs, frames, objects, events), in memory over
     the Parquet files, with the dataset's totals."""
-    con = ds.connect(storage.store)
+    con = ds.connect(storage.store, storage.arrow_filesystem())
     per_batch = (
         con.sql(
             "SELECT batch, count(*) AS jobs, count(*) FILTER (status = 'failed') AS failed, "

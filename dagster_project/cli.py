@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from dagster_project.resources import data_dir
+from dagster_project.resources import data_dir, resolved_storage
 from generators import registry
 from generators.batch import SpecError, load_spec, plan
 from generators.datastore import DataStore
@@ -164,7 +164,7 @@ def _short(value) -> str:
 def batch_submit(spec: Path) -> None:
     """Validate SPEC and drop it into the inbox, where the Dagster sensor picks it up."""
     batch_plan = _plan(spec)
-    target = DataStore(data_dir()).submit(spec)
+    target = resolved_storage().submit(spec)
     click.echo(
         f"submitted {batch_plan.spec.name} ({batch_plan.manifest.num_rows} jobs, "
         f"{len(batch_plan.shards)} shards): {target}"
@@ -208,7 +208,8 @@ def query(sql: str, max_rows: int) -> None:
     allowed = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
     if len(statements) != 1 or statements[0].type not in allowed:
         _fail("vario query runs one read-only statement (SELECT, WITH ... SELECT, EXPLAIN)")
-    con = dataset.connect(DataStore(data_dir()))
+    storage = resolved_storage()
+    con = dataset.connect(storage.store, storage.arrow_filesystem())
     try:
         relation = con.sql(sql)
     except duckdb.Error as exc:

@@ -27,7 +27,24 @@ def user_catalog() -> Path:
     return Path(os.environ[USER_CATALOG_ENV])
 
 
+S3_SETTINGS = {  # StorageResource field -> environment variable
+    "s3_bucket": "VARIO_S3_BUCKET",
+    "s3_prefix": "VARIO_S3_PREFIX",
+    "s3_endpoint_url": "VARIO_S3_ENDPOINT_URL",
+    "s3_region": "VARIO_S3_REGION",
+}
+
+
 def storage() -> StorageResource:
-    if os.environ.get(DATA_DIR_ENV):
-        return StorageResource(root=dg.EnvVar(DATA_DIR_ENV))
-    return StorageResource(root=str(data_dir()))
+    """The local data folder; with ``VARIO_S3_BUCKET`` (and optionally ``VARIO_S3_PREFIX``,
+    ``VARIO_S3_ENDPOINT_URL``, ``VARIO_S3_REGION``; credentials from the usual AWS variables)
+    a working copy of that S3 prefix."""
+    root = dg.EnvVar(DATA_DIR_ENV) if os.environ.get(DATA_DIR_ENV) else str(data_dir())
+    s3 = {field: dg.EnvVar(env) for field, env in S3_SETTINGS.items() if os.environ.get(env)}
+    return StorageResource(root=root, **s3)
+
+
+def resolved_storage() -> StorageResource:
+    """``storage()`` with its environment variables read, for use outside Dagster (the CLI)."""
+    with dg.build_resources({"storage": storage()}) as resources:
+        return resources.storage

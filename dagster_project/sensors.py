@@ -30,16 +30,19 @@ def inbox_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
     the spec's content, so a spec submitted twice runs once. An invalid one is moved to
     ``inbox/rejected/`` with its errors beside it, and launches nothing."""
     store = storage.store
+    storage.pull_inbox()
     requests, new_batches, new_shards = [], [], []
     for path in store.inbox_specs():
         try:
             batch_plan = plan(load_spec(path))
             store.save_plan(batch_plan)
         except SpecError as exc:
-            store.reject(path, exc.messages)
+            rejected = store.reject(path, exc.messages)
+            storage.publish(rejected, rejected.with_name(rejected.name + ".error.txt"))
             context.log.warning(f"rejected {path.name}: {exc}")
             continue
         spec = batch_plan.spec
+        storage.publish(store.spec_path(spec.name), store.manifest_path(spec.name))
         digest = _digest(spec.model_dump_json())
         new_batches.append(spec.name)
         new_shards += batch_plan.shards

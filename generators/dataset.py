@@ -11,6 +11,8 @@ import glob
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
 from generators import tables
 from generators.datastore import DataStore
@@ -18,12 +20,29 @@ from generators.datastore import DataStore
 VIEWS = {"frames": tables.FRAMES, "objects": tables.OBJECTS, "events": tables.EVENTS}
 
 
-def connect(store: DataStore) -> duckdb.DuckDBPyConnection:
-    """An in-memory connection with views ``jobs``, ``frames``, ``objects``, ``events``."""
+def connect(
+    store: DataStore, remote: tuple[pafs.FileSystem, str] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with views ``jobs``, ``frames``, ``objects``, ``events``.
+
+    ``remote`` (a pyarrow filesystem and the data's base path on it, e.g. S3) reads the
+    tables there instead of in ``store``: DuckDB scans them as Arrow datasets, with column
+    projection and filters pushed down, and hive partitions by ``batch``.
+    """
     con = duckdb.connect(":memory:")
     for name in ("jobs", *VIEWS):
         pattern = store.table_glob(name)
-        if glob.glob(pattern):
+        if remote and _remote_files(remote, name):
+            filesystem, base = remote
+            data = pads.dataset(
+                f"{base}/tables/{name}",
+                filesystem=filesystem,
+                format="parquet",
+                partitioning="hive",
+            )
+            con.register(f"_{name}_remote", data)
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_remote")
+        elif not remote and glob.glob(pattern):
             con.execute(
                 f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{pattern}', "
                 "hive_partitioning = true, union_by_name = true)"
@@ -34,6 +53,12 @@ def connect(store: DataStore) -> duckdb.DuckDBPyConnection:
             con.register(f"_{name}_empty", empty)
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_empty")
     return con
+
+
+def _remote_files(remote: tuple[pafs.FileSystem, str], name: str) -> bool:
+    filesystem, base = remote
+    selector = pafs.FileSelector(f"{base}/tables/{name}", allow_not_found=True, recursive=True)
+    return any(info.type == pafs.FileType.File for info in filesystem.get_file_info(selector))
 
 
 def summary(con: duckdb.DuckDBPyConnection) -> dict:

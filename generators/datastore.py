@@ -73,7 +73,7 @@ class DataStore:
 
     def save_plan(self, plan: Plan) -> None:
         """Record a planned batch; the same name with a different spec is refused."""
-        spec_file = self.batch_dir(plan.spec.name) / "spec.json"
+        spec_file = self.spec_path(plan.spec.name)
         spec_json = plan.spec.model_dump_json(indent=2)
         if spec_file.exists():
             if spec_file.read_text() != spec_json:
@@ -82,10 +82,11 @@ class DataStore:
         arc.write_atomic(self.manifest_path(plan.spec.name), arc.parquet_bytes(plan.manifest))
         arc.write_atomic(spec_file, spec_json.encode())
 
+    def spec_path(self, batch: str) -> Path:
+        return self.batch_dir(batch) / "spec.json"
+
     def spec(self, batch: str) -> BatchSpec:
-        return BatchSpec.model_validate(
-            json.loads((self.batch_dir(batch) / "spec.json").read_text())
-        )
+        return BatchSpec.model_validate(json.loads(self.spec_path(batch).read_text()))
 
     def manifest_path(self, batch: str) -> Path:
         return self.batch_dir(batch) / "manifest.parquet"

@@ -7,8 +7,10 @@ jobs in parallel worker processes.
 """
 
 import base64
+import time
 
 import dagster as dg
+import pyarrow.compute as pc
 
 from assets_defs.storage import StorageResource
 from generators import archive as arc
@@ -97,7 +99,9 @@ def shard(context: dg.AssetExecutionContext, storage: StorageResource):
         if done == total or done % max(1, total // 10) == 0:
             context.log.info(f"{done}/{total} jobs rendered")
 
+    started = time.perf_counter()
     outcomes = sh.run_shard(spec.generator, manifest, out_dir, on_job=progress)
+    seconds = time.perf_counter() - started
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
     failed = [o for o in outcomes if o.status == "failed"]
     if sh.failed_share(outcomes) > spec.max_failure_rate:
@@ -117,8 +121,12 @@ def shard(context: dg.AssetExecutionContext, storage: StorageResource):
         )
     done = [sh.archive_path(out_dir, o.job_id) for o in outcomes if o.status != "failed"]
     missing = [p.stem for p in done if not sh.is_complete(p)]
+    tables = sh.shard_tables(spec.generator, manifest, out_dir, outcomes)
+    render = pc.sum(tables["jobs"].column("render_seconds")).as_py() or 0.0
     metadata = {
         **{f"jobs {k}": v for k, v in counts.items()},
+        "shard seconds": round(seconds, 2),
+        "render seconds (sum over jobs)": round(render, 2),
         "archives": dg.MetadataValue.path(str(out_dir)),
     }
     if done:
@@ -137,7 +145,6 @@ def shard(context: dg.AssetExecutionContext, storage: StorageResource):
             "failed": dg.MetadataValue.json([o.job_id for o in failed]),
         },
     )
-    tables = sh.shard_tables(spec.generator, manifest, out_dir, outcomes)
     labels = {"tables": dg.MetadataValue.path(str(store.root / "tables"))}
     for name, table in tables.items():
         path = store.table_path(name, batch, key)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets_defs.quality import DatasetTestsResource
 from assets_defs.storage import StorageResource
 from dagster_project.instance import PROJECT_ROOT
 
@@ -48,3 +49,9 @@ def resolved_storage() -> StorageResource:
     """``storage()`` with its environment variables read, for use outside Dagster (the CLI)."""
     with dg.build_resources({"storage": storage()}) as resources:
         return resources.storage
+
+
+def dataset_tests() -> DatasetTestsResource:
+    """Tests files from ``$VARIO_TEMPLATES_DIR``, default the project's ``batch_templates``."""
+    folder = os.environ.get("VARIO_TEMPLATES_DIR") or str(PROJECT_ROOT / "batch_templates")
+    return DatasetTestsResource(templates=folder)

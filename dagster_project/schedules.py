@@ -39,7 +39,12 @@ def nightly_batch(context: dg.ScheduleEvaluationContext, storage: StorageResourc
     """Regenerates the batch template ``$VARIO_NIGHTLY_TEMPLATE`` (default ``demo``) with a new
     batch seed each night: batch ``<template>-<YYYYMMDD>``, seed ``YYYYMMDD``."""
     day = context.scheduled_execution_time.strftime("%Y%m%d")
-    spec = {**template(NIGHTLY_TEMPLATE), "name": f"{NIGHTLY_TEMPLATE}-{day}", "seed": int(day)}
+    spec = {
+        **template(NIGHTLY_TEMPLATE),
+        "name": f"{NIGHTLY_TEMPLATE}-{day}",
+        "seed": int(day),
+        "template": NIGHTLY_TEMPLATE,
+    }
     path = storage.store.submit_spec(spec)
     return dg.SkipReason(f"submitted {spec['name']} to the inbox ({path})")
 

@@ -9,6 +9,7 @@ import os
 import dagster as dg
 
 from assets_defs.batches import batches, dataset_job, manifest_job, render_shard_job, shards
+from assets_defs.quality import release_job
 from assets_defs.storage import StorageResource
 from generators.batch import SHARD_SEPARATOR, SpecError, load_spec, plan
 
@@ -76,15 +77,21 @@ def inbox_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
 
 
 @dg.sensor(
-    job=dataset_job,
+    jobs=[dataset_job, release_job],
     minimum_interval_seconds=INTERVAL,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def batch_complete_sensor(context: dg.SensorEvaluationContext):
-    """Once every shard of a batch has its label tables, refresh the dataset (once per batch)."""
+    """Once every shard of a batch has its label tables: refresh the dataset, and test and
+    release the batch (once per batch)."""
     done = context.instance.get_materialized_partitions(dg.AssetKey("shard_labels"))
     all_shards = context.instance.get_dynamic_partitions(shards.name)
     for batch in context.instance.get_dynamic_partitions(batches.name):
         mine = [s for s in all_shards if s.rsplit(SHARD_SEPARATOR, 1)[0] == batch]
         if mine and all(s in done for s in mine):
-            yield dg.RunRequest(run_key=f"dataset:{batch}:{len(mine)}")
+            yield dg.RunRequest(run_key=f"dataset:{batch}:{len(mine)}", job_name=dataset_job.name)
+            yield dg.RunRequest(
+                run_key=f"release:{batch}:{len(mine)}",
+                job_name=release_job.name,
+                partition_key=batch,
+            )

@@ -56,6 +56,11 @@ class Sampler(BaseModel):
 class BatchSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    template: str | None = Field(
+        None,
+        description="The template it came from (default: name); "
+        "its dataset tests are batch_templates/<template>.tests.yaml.",
+    )
     generator: str
     renderer: Literal["tiny", "cycles"] = "tiny"
     seed: int = Field(0, ge=0, description="Batch seed: samples and per-job seeds.")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
+from generators.domain import Domain
 from generators.job import JobResult, run_job
 from generators.params import GeneratorParams
 from generators.scene import Scene
@@ -20,6 +21,7 @@ class Generator(ABC):
     name: ClassVar[str]
     version: ClassVar[str]
     Params: ClassVar[type[GeneratorParams]]
+    domain: ClassVar[Domain]
     description: ClassVar[str] = ""
 
     @abstractmethod

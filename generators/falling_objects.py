@@ -17,6 +17,7 @@ from scipy.spatial.transform import Rotation
 
 from generators.catalog import DISTRACTOR, OBJECT_CATEGORIES, PYBULLET_DATA, default_catalog
 from generators.contract import Generator
+from generators.domain import Domain
 from generators.geometry import look_at, quat_wxyz, spherical_to_cartesian
 from generators.placement import free_spot, kelvin_to_rgb, random_color
 from generators.rendering import RenderParams
@@ -102,6 +103,31 @@ class FallingObjectsGenerator(Generator):
     version = "1.0.0"
     Params = FallingObjectsParams
     description = "MOVi-style: catalog objects thrown onto a floor, random materials and camera."
+    domain = Domain(
+        semantic=(
+            "n_objects",
+            "categories",
+            "scale_min",
+            "scale_max",
+            "max_speed",
+            "max_spin",
+            "spawn_half_width",
+            "spawn_height",
+        ),
+        nuisance=(
+            "metallic_share",
+            "n_lights",
+            "light_temperature_min",
+            "light_temperature_max",
+            "camera_radius_min",
+            "camera_radius_max",
+            "camera_elevation_min",
+            "camera_elevation_max",
+            "fov",
+            "floor_texture",
+        ),
+        targets=("category", "visibility", "objects_per_frame", "height_bin"),
+    )
 
     def build_scene(self, params: FallingObjectsParams, seed: int) -> Scene:
         # separate streams: visual parameters never change what is thrown where

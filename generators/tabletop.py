@@ -23,6 +23,7 @@ from generators.catalog import (
     object_categories,
 )
 from generators.contract import Generator
+from generators.domain import Domain
 from generators.geometry import look_at, quat_wxyz, spherical_to_cartesian
 from generators.placement import free_spot, jitter_hue, kelvin_to_rgb
 from generators.rendering import RenderParams
@@ -133,6 +134,27 @@ class TabletopGenerator(Generator):
     version = "1.0.0"
     Params = TabletopParams
     description = "Objects of interest and distractors dropped on a table, seen by a robot camera."
+    domain = Domain(
+        semantic=("n_objects", "categories", "n_distractors", "drop_height", "spread"),
+        nuisance=(
+            "light_azimuth",
+            "light_elevation",
+            "light_intensity",
+            "light_temperature",
+            "ambient",
+            "diffuse",
+            "specular",
+            "shadows",
+            "table_texture",
+            "object_texture",
+            "color_jitter",
+            "camera_distance",
+            "camera_elevation",
+            "camera_azimuth",
+            "fov",
+            "sensor_noise",
+        ),
+    )
 
     def build_scene(self, params: TabletopParams, seed: int) -> Scene:
         # separate streams: changing a visual parameter must not move a single object

@@ -71,12 +71,18 @@ def dagster_dev(tmp_path):
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     port = _free_port()
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    # a 4-job batch cannot cover its domain: its tests only warn, so the release goes through
+    warn = {name: {"severity": "WARN"} for name in ("coverage", "bias", "balance")}
+    (templates / "e2e.tests.yaml").write_text(yaml.safe_dump(warn))
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
         "VARIO_DATA_DIR": str(data),
         "VARIO_SENSOR_INTERVAL": "2",
         "VARIO_WORKERS": "1",
+        "VARIO_TEMPLATES_DIR": str(templates),
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -123,13 +129,14 @@ def test_a_spec_in_the_inbox_runs_through_the_daemon(dagster_dev, tmp_path):
         by_job = {}
         for r in runs:
             by_job.setdefault(r["jobName"], []).append(r["status"])
-        done = by_job.get("dataset_job", []) == ["SUCCESS"]
+        done = by_job.get("dataset_job") == ["SUCCESS"] == by_job.get("release_job")
         return runs if done and all(s == "SUCCESS" for s in sum(by_job.values(), [])) else None
 
     runs = _wait(finished, 400, "the batch's runs", log)
     assert sorted(r["jobName"] for r in runs) == [
         "batch_manifest_job",
         "dataset_job",
+        "release_job",
         "render_shard_job",
         "render_shard_job",
     ]
@@ -144,3 +151,4 @@ def test_a_spec_in_the_inbox_runs_through_the_daemon(dagster_dev, tmp_path):
         (4, 4)
     ]
     assert con.execute("SELECT count(DISTINCT job_id) FROM objects").fetchall() == [(4,)]
+    assert (store.root / "exports" / "e2e" / "objects.parquet").exists()  # tested, released

@@ -108,7 +108,7 @@ def test_a_batch_materialises_into_tables_that_duckdb_reads(tmp_path):
         assert not list(_evaluate(batch_complete_sensor, instance, storage))  # not yet
         _materialize_batch(instance, storage, keys[1:])
         complete = list(_evaluate(batch_complete_sensor, instance, storage))
-        assert [r.run_key for r in complete] == ["dataset:demo:2"]
+        assert [r.run_key for r in complete] == ["dataset:demo:2", "release:demo:2"]
         assert dg.materialize([dataset], instance=instance, resources={"storage": storage}).success
         checks = instance.get_latest_materialization_event(dg.AssetKey("rendered_shard"))
         assert checks is not None

@@ -1,0 +1,93 @@
+"""Dataset tests as blocking Dagster asset checks, and the export they guard.
+
+``batch_dataset`` is one batch's slice of the dataset; its five checks (coverage, bias,
+balance, edge cases, integrity) run with it, with thresholds from the batch template's
+version-controlled tests file. A check failing with ERROR severity blocks: ``batch_export``
+in the same run does not materialise, so a failing dataset does not flow downstream.
+"""
+
+from pathlib import Path
+
+import dagster as dg
+
+from assets_defs.batches import batches
+from assets_defs.storage import StorageResource
+from generators import archive as arc
+from generators import dataset as ds
+from generators import quality
+
+
+class DatasetTestsResource(dg.ConfigurableResource):
+    """Where tests files live: ``<templates>/<template>.tests.yaml``."""
+
+    templates: str
+
+    def for_spec(self, spec) -> quality.DatasetTests:
+        path = Path(self.templates) / f"{spec.template or spec.name}.tests.yaml"
+        return quality.load_tests(path) if path.exists() else quality.DatasetTests()
+
+
+@dg.asset(
+    partitions_def=batches,
+    group_name="dataset",
+    kinds={"duckdb"},
+    deps=[dg.AssetDep("shard_labels", partition_mapping=dg.AllPartitionMapping())],
+    check_specs=[
+        dg.AssetCheckSpec(
+            name,
+            asset="batch_dataset",
+            blocking=True,
+            description=(check.__doc__ or "").strip().splitlines()[0] if check.__doc__ else name,
+        )
+        for name, check in quality.CHECKS.items()
+    ],
+)
+def batch_dataset(
+    context: dg.AssetExecutionContext, storage: StorageResource, dataset_tests: DatasetTestsResource
+):
+    """One batch of the dataset, tested: its label tables with the dataset tests as checks."""
+    batch, store = context.partition_key, storage.store
+    storage.fetch(store.spec_path(batch), store.manifest_path(batch))
+    tests = dataset_tests.for_spec(store.spec(batch))
+    results = quality.run_checks(store, batch, tests)
+    con = ds.connect(store)
+    counts = {
+        name: con.execute(f"SELECT count(*) FROM {name} WHERE batch = '{batch}'").fetchall()[0][0]
+        for name in ("jobs", "frames", "objects")
+    }
+    yield dg.MaterializeResult(
+        metadata={
+            **counts,
+            "tests": dg.MetadataValue.json(
+                {r.name: {"passed": r.passed, "severity": r.severity} for r in results}
+            ),
+        }
+    )
+    for r in results:
+        yield dg.AssetCheckResult(
+            check_name=r.name,
+            passed=r.passed,
+            severity=dg.AssetCheckSeverity(r.severity),
+            description=r.message,
+            metadata={"message": r.message, "figures": dg.MetadataValue.json(r.metadata)},
+        )
+
+
+@dg.asset(partitions_def=batches, group_name="dataset", kinds={"parquet"}, deps=[batch_dataset])
+def batch_export(context: dg.AssetExecutionContext, storage: StorageResource):
+    """The batch's labels as one Parquet file per table in ``exports/<batch>/``; runs only
+    after ``batch_dataset`` passed its ERROR checks."""
+    batch, store = context.partition_key, storage.store
+    con = ds.connect(store)
+    metadata = {}
+    for name in ("jobs", *ds.VIEWS):
+        table = con.sql(f"SELECT * FROM {name} WHERE batch = '{batch}'").to_arrow_table()
+        path = store.root / "exports" / batch / f"{name}.parquet"
+        arc.write_atomic(path, arc.parquet_bytes(table))
+        storage.publish(path)
+        metadata[f"{name} rows"] = table.num_rows
+    metadata["export"] = dg.MetadataValue.path(str(store.root / "exports" / batch))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+release_job = dg.define_asset_job("release_job", selection=[batch_dataset, batch_export])

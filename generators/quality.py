@@ -1,0 +1,496 @@
+"""Dataset tests: a batch's data checked like code, with DuckDB over its label tables.
+
+- coverage: varied continuous parameters, scaled to the unit cube by their declared ranges,
+  against independent uniform sampling of the same size (centred discrepancy); and bin or
+  level occupancy of every varied parameter over its declared range or choices.
+- bias: every nuisance factor (binned) against every task target: bias-corrected Cramér's V,
+  chi-square p-value and mutual information, over a table where each job weighs one (its
+  objects are not independent of each other: they share the job's nuisance values).
+- balance: shares of categories and of categorical nuisance factors against uniform.
+- edge_cases: minimum shares of heavily occluded and truncated objects and crowded frames.
+- integrity: every job has its archive; every box is its mask's box and every pixel count its
+  mask's area; on a sample of archives, masks equal the segmentation, object counts equal the
+  segmentation's ids, maps are not empty and depth lies within the camera's clip range.
+
+Thresholds come from a version-controlled YAML file per batch template (``DatasetTests``).
+Every check returns a result, including on an empty batch, a single job or a factor with one
+level: a failed check with a message, never an exception.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import yaml
+from pycocotools import mask as mask_utils
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from scipy.stats import chi2_contingency, entropy, qmc
+
+from generators import registry
+from generators import shard as sh
+from generators.dataset import connect
+from generators.datastore import DataStore
+from generators.domain import TARGETS
+from generators.params import field_schemas
+
+Severity = Literal["ERROR", "WARN"]
+_DISCREPANCY_POINTS = 2048  # centred discrepancy is O(n^2): both sides use this many points
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CoverageTests(_Section):
+    severity: Severity = "ERROR"
+    parameters: list[str] | None = Field(None, description="Default: what the batch varies.")
+    bins: int = Field(4, ge=2, le=100)
+    min_bin_count: int = Field(1, ge=1)
+    max_discrepancy_ratio: float = Field(2.0, gt=0, description="Against iid uniform.")
+
+
+class BiasTests(_Section):
+    severity: Severity = "ERROR"
+    nuisance: list[str] | None = Field(None, description="Default: varied nuisance params.")
+    targets: list[str] | None = Field(None, description="Default: the generator's targets.")
+    bins: int = Field(4, ge=2, le=50)
+    max_cramers_v: float = Field(0.3, ge=0, le=1)
+    max_p_value: float = Field(0.01, ge=0, le=1)
+
+
+class BalanceTests(_Section):
+    severity: Severity = "WARN"
+    factors: list[str] | None = Field(
+        None, description="Default: category + categorical nuisance factors the batch varies."
+    )
+    min_ratio: float = Field(0.5, ge=0, le=1, description="Rarest / most common.")
+
+
+class EdgeCaseTests(_Section):
+    severity: Severity = "WARN"
+    occlusion_level: float = Field(0.5, ge=0, le=1)
+    min_occluded_share: float = Field(0.02, ge=0, le=1)
+    min_truncated_share: float = Field(0.0, ge=0, le=1)
+    crowded_objects: int = Field(6, ge=1)
+    min_crowded_share: float = Field(0.0, ge=0, le=1)
+
+
+class IntegrityTests(_Section):
+    severity: Severity = "ERROR"
+    sample_jobs: int = Field(20, ge=0, description="Archives opened to compare maps.")
+
+
+class DatasetTests(_Section):
+    coverage: CoverageTests = CoverageTests()
+    bias: BiasTests = BiasTests()
+    balance: BalanceTests = BalanceTests()
+    edge_cases: EdgeCaseTests = EdgeCaseTests()
+    integrity: IntegrityTests = IntegrityTests()
+
+
+class TestsFileError(ValueError):
+    def __init__(self, messages: list[str]):
+        super().__init__("\n".join(messages))
+        self.messages = messages
+
+
+def load_tests(path: Path) -> DatasetTests:
+    """A dataset tests file, or ``TestsFileError`` naming each bad field and value."""
+    try:
+        return DatasetTests.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+    except yaml.YAMLError as exc:
+        raise TestsFileError([f"{path}: not YAML: {exc}"]) from None
+    except ValidationError as exc:
+        raise TestsFileError(
+            [
+                f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})"
+                for e in exc.errors()
+            ]
+        ) from None
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    severity: Severity
+    message: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def blocking(self) -> bool:
+        return not self.passed and self.severity == "ERROR"
+
+
+@dataclass
+class _Batch:
+    """What the checks read: the batch's jobs, its parameters' declared ranges, its domain."""
+
+    name: str
+    store: DataStore
+    con: Any
+    jobs: Any  # pandas DataFrame of the batch's jobs rows
+    schemas: dict[str, dict]
+    domain: Any
+    varied: list[str]
+
+    def continuous(self, param: str) -> bool:
+        s = self.schemas.get(param, {})
+        return s.get("type") in ("number", "integer") and "minimum" in s and "maximum" in s
+
+    def levels(self, param: str) -> list:
+        s = self.schemas.get(param, {})
+        if s.get("type") == "boolean":
+            return [False, True]
+        return list(s.get("enum", []))
+
+    def bin_sql(self, param: str, bins: int) -> str:
+        """SQL for the parameter's bin (continuous) or level (categorical), as text."""
+        column = f"j.param_{param}"
+        if self.continuous(param):
+            lo, hi = self.schemas[param]["minimum"], self.schemas[param]["maximum"]
+            return (
+                f"CAST(least(floor(({column} - {lo}) / {hi - lo} * {bins}), {bins - 1}) "
+                "AS INTEGER)::VARCHAR"
+            )
+        return f"CAST({column} AS VARCHAR)"
+
+
+def _load(store: DataStore, batch: str) -> _Batch | None:
+    con = connect(store)
+    jobs = con.sql(f"SELECT * FROM jobs WHERE batch = '{batch}' AND status = 'ok'").df()
+    if batch not in store.batches():
+        return None
+    spec = store.spec(batch)
+    gen = registry.get(spec.generator)
+    if spec.sampler:
+        varied = list(spec.sampler.ranges)
+    else:
+        varied = sorted({k for job in spec.jobs for k in job})
+    domain_params = set(gen.domain.semantic) | set(gen.domain.nuisance)
+    return _Batch(
+        batch,
+        store,
+        con,
+        jobs,
+        field_schemas(gen.Params),
+        gen.domain,
+        [p for p in varied if p in domain_params],
+    )
+
+
+def _empty(name: str, severity: Severity, batch: str) -> CheckResult:
+    return CheckResult(name, False, severity, f"batch {batch!r} has no rendered jobs to test")
+
+
+def check_coverage(b: _Batch, t: CoverageTests) -> CheckResult:
+    params = t.parameters or b.varied
+    failures, metadata = [], {}
+    continuous = [p for p in params if b.continuous(p)]
+    for p in params:
+        if b.continuous(p):
+            lo, hi = b.schemas[p]["minimum"], b.schemas[p]["maximum"]
+            u = (b.jobs[f"param_{p}"].to_numpy(float) - lo) / (hi - lo)
+            counts = np.histogram(np.clip(u, 0, 1), bins=t.bins, range=(0, 1))[0]
+            metadata[p] = counts.tolist()
+            empty = [i for i, c in enumerate(counts) if c < t.min_bin_count]
+            if empty:
+                failures.append(
+                    f"{p}: {len(empty)} of {t.bins} bins over its range "
+                    f"[{lo}, {hi}] have fewer than {t.min_bin_count} jobs "
+                    f"(counts {counts.tolist()})"
+                )
+        else:
+            levels = b.levels(p)
+            if len(levels) < 2:
+                failures.append(f"{p}: a factor with {len(levels)} level(s) cannot be covered")
+                continue
+            seen = b.jobs[f"param_{p}"].astype(str).value_counts()
+            counts = {str(lv): int(seen.get(str(lv), 0)) for lv in levels}
+            metadata[p] = counts
+            thin = [lv for lv, c in counts.items() if c < t.min_bin_count]
+            if thin:
+                failures.append(f"{p}: levels {thin} have fewer than {t.min_bin_count} jobs")
+    if continuous and len(b.jobs) >= 2:
+        points = np.column_stack(
+            [
+                (b.jobs[f"param_{p}"].to_numpy(float) - b.schemas[p]["minimum"])
+                / (b.schemas[p]["maximum"] - b.schemas[p]["minimum"])
+                for p in continuous
+            ]
+        ).clip(0, 1)
+        rng = np.random.default_rng(0)
+        if len(points) > _DISCREPANCY_POINTS:
+            points = points[rng.choice(len(points), _DISCREPANCY_POINTS, replace=False)]
+        realised = qmc.discrepancy(points, method="CD")
+        baseline = np.mean(
+            [qmc.discrepancy(rng.random(points.shape), method="CD") for _ in range(8)]
+        )
+        ratio = realised / baseline
+        metadata["discrepancy"] = {"realised": realised, "iid_uniform": baseline, "ratio": ratio}
+        if ratio > t.max_discrepancy_ratio:
+            per_param = {
+                p: qmc.discrepancy(points[:, [i]], method="CD") for i, p in enumerate(continuous)
+            }
+            worst = max(per_param, key=per_param.get)
+            failures.append(
+                f"centred discrepancy {realised:.4g} is {ratio:.1f}x that of iid "
+                f"uniform sampling (limit {t.max_discrepancy_ratio}); worst: {worst}"
+            )
+    if not params:
+        failures.append("the batch varies no domain parameter: nothing to cover")
+    message = "; ".join(failures) or f"{len(params)} parameters cover their ranges"
+    return CheckResult("coverage", not failures, t.severity, message, metadata)
+
+
+def _cramers_v(table: np.ndarray) -> tuple[float, float, float]:
+    """Bias-corrected Cramér's V (Bergsma 2013), chi-square p-value, mutual information."""
+    n = table.sum()
+    r, k = table.shape
+    chi2, p, _, _ = chi2_contingency(table, correction=False)
+    phi2 = max(0.0, chi2 / n - (k - 1) * (r - 1) / (n - 1))
+    r_c, k_c = r - (r - 1) ** 2 / (n - 1), k - (k - 1) ** 2 / (n - 1)
+    denominator = min(k_c - 1, r_c - 1)
+    v = float(np.sqrt(phi2 / denominator)) if denominator > 0 else 0.0
+    # I(A;B) = H(A) + H(B) - H(A,B); the table is job-weighted, not integer counts
+    mi = entropy(table.sum(axis=1)) + entropy(table.sum(axis=0)) - entropy(table.ravel())
+    return v, float(p), float(mi)
+
+
+def check_bias(b: _Batch, t: BiasTests) -> CheckResult:
+    nuisance = t.nuisance or [p for p in b.varied if p in b.domain.nuisance]
+    targets = t.targets or list(b.domain.targets)
+    pairs, failures, skipped = [], [], []
+    for factor in nuisance:
+        for target in targets:
+            # objects of one job share its nuisance values: each job weighs 1 in the table,
+            # spread over its objects' targets, so the sample size is the number of jobs
+            rows = b.con.execute(
+                f"WITH per AS (SELECT o.job_id, {TARGETS[target]} AS b, count(*) AS c "
+                "FROM objects o JOIN frames f USING (job_id, frame) "
+                f"WHERE o.batch = '{b.name}' GROUP BY o.job_id, b), "
+                "total AS (SELECT job_id, sum(c) AS n FROM per GROUP BY job_id) "
+                f"SELECT {b.bin_sql(factor, t.bins)} AS a, per.b, sum(per.c / total.n) "
+                "FROM per JOIN total USING (job_id) JOIN jobs j USING (job_id) "
+                f"WHERE j.batch = '{b.name}' GROUP BY a, per.b"
+            ).fetchall()
+            a_levels = sorted({r[0] for r in rows}, key=str)
+            b_levels = sorted({r[1] for r in rows}, key=str)
+            if len(a_levels) < 2 or len(b_levels) < 2:
+                skipped.append(f"{factor} x {target}")
+                continue
+            table = np.zeros((len(a_levels), len(b_levels)))
+            for a, bb, count in rows:
+                table[a_levels.index(a), b_levels.index(bb)] = count
+            v, p, mi = _cramers_v(table)
+            pairs.append(
+                {
+                    "nuisance": factor,
+                    "target": target,
+                    "cramers_v": round(v, 4),
+                    "p_value": p,
+                    "mutual_information": round(mi, 4),
+                }
+            )
+            if v > t.max_cramers_v and p < t.max_p_value:
+                failures.append(
+                    f"{factor} predicts {target}: Cramér's V {v:.2f} "
+                    f"(p={p:.2g}, MI {mi:.2f} nats; limit {t.max_cramers_v})"
+                )
+    pairs.sort(key=lambda x: -x["cramers_v"])
+    metadata = {"pairs": pairs, "not tested (one level)": skipped}
+    if not pairs and not failures:
+        return CheckResult(
+            "bias",
+            False,
+            t.severity,
+            "no nuisance x target pair to test: each has a side with only one level "
+            f"({', '.join(skipped) or 'no nuisance factor varies'})",
+            metadata,
+        )
+    worst = pairs[0] if pairs else None
+    message = "; ".join(failures) or (
+        f"no association above V={t.max_cramers_v}; strongest {worst['nuisance']} x "
+        f"{worst['target']} V={worst['cramers_v']}"
+    )
+    return CheckResult("bias", not failures, t.severity, message, metadata)
+
+
+def check_balance(b: _Batch, t: BalanceTests) -> CheckResult:
+    factors = t.factors or ["category"] + [
+        p for p in b.varied if p in b.domain.nuisance and not b.continuous(p)
+    ]
+    failures, metadata = [], {}
+    for factor in factors:
+        if factor == "category":
+            declared = (
+                sorted({c for cats in b.jobs.get("param_categories", []) for c in cats})
+                if "param_categories" in b.jobs
+                else []
+            )
+            seen = dict(
+                b.con.execute(
+                    f"SELECT category, count(*) FROM objects WHERE batch = '{b.name}' "
+                    "AND category <> 'distractor' GROUP BY category"
+                ).fetchall()
+            )
+            counts = {c: int(seen.get(c, 0)) for c in (declared or sorted(seen))}
+        else:
+            seen = b.jobs[f"param_{factor}"].astype(str).value_counts()
+            counts = {str(lv): int(seen.get(str(lv), 0)) for lv in b.levels(factor)}
+        metadata[factor] = counts
+        if len(counts) < 2:
+            failures.append(f"{factor}: {len(counts)} level(s); balance needs at least two")
+            continue
+        rarest, common = min(counts, key=counts.get), max(counts, key=counts.get)
+        ratio = counts[rarest] / counts[common] if counts[common] else 0.0
+        if ratio < t.min_ratio:
+            failures.append(
+                f"{factor}: rarest {rarest!r} ({counts[rarest]}) / most common "
+                f"{common!r} ({counts[common]}) = {ratio:.2f} < {t.min_ratio}"
+            )
+    message = "; ".join(failures) or f"{', '.join(factors)} balanced within {t.min_ratio}"
+    return CheckResult("balance", not failures, t.severity, message, metadata)
+
+
+def check_edge_cases(b: _Batch, t: EdgeCaseTests) -> CheckResult:
+    objects, occluded, truncated = b.con.execute(
+        f"SELECT count(*), count(*) FILTER (occlusion >= {t.occlusion_level}), "
+        f"count(*) FILTER (truncation > 0) FROM objects WHERE batch = '{b.name}'"
+    ).fetchall()[0]
+    frames, crowded = b.con.execute(
+        f"SELECT count(*), count(*) FILTER (n_objects >= {t.crowded_objects}) FROM frames "
+        f"WHERE batch = '{b.name}'"
+    ).fetchall()[0]
+    if not objects or not frames:
+        return CheckResult("edge_cases", False, t.severity, "no objects or frames to measure")
+    shares = {
+        "occluded": occluded / objects,
+        "truncated": truncated / objects,
+        "crowded frames": crowded / frames,
+    }
+    minimum = {
+        "occluded": t.min_occluded_share,
+        "truncated": t.min_truncated_share,
+        "crowded frames": t.min_crowded_share,
+    }
+    short = [f"{k} share {v:.3f} < {minimum[k]}" for k, v in shares.items() if v < minimum[k]]
+    return CheckResult(
+        "edge_cases",
+        not short,
+        t.severity,
+        "; ".join(short) or "edge-case quotas met",
+        {k: round(v, 4) for k, v in shares.items()},
+    )
+
+
+def check_integrity(b: _Batch, t: IntegrityTests) -> CheckResult:
+    problems: list[str] = []
+    manifest = b.store.manifest(b.name)
+    out_dir = b.store.archive_dir(b.name)
+    ok = set(b.jobs["job_id"])
+    for job_id in manifest.column("job_id").to_pylist():
+        if job_id not in ok or not sh.archive_path(out_dir, job_id).exists():
+            problems.append(f"job {job_id}: no complete archive")
+    objects = b.con.execute(
+        "SELECT o.job_id, o.frame, o.instance_id, o.box_x_min, o.box_y_min, o.box_x_max, "
+        "o.box_y_max, o.visible_pixels, o.mask_rle, f.height, f.width FROM objects o "
+        f"JOIN frames f USING (job_id, frame) WHERE o.batch = '{b.name}'"
+    ).fetchall()
+    if objects:
+        rles = [{"size": [r[9], r[10]], "counts": r[8].encode()} for r in objects]
+        boxes = mask_utils.toBbox(rles)
+        areas = mask_utils.area(rles)
+        for r, (x, y, w, h), area in zip(objects, boxes, areas, strict=True):
+            if (r[3], r[4], r[5], r[6]) != (x, y, x + w, y + h) or r[7] != area:
+                problems.append(
+                    f"job {r[0]} frame {r[1]} instance {r[2]}: box "
+                    f"{tuple(r[3:7])} / {r[7]} px, but its mask gives "
+                    f"{(int(x), int(y), int(x + w), int(y + h))} / {int(area)} px"
+                )
+    rng = np.random.default_rng(0)
+    sample = sorted(ok)
+    if len(sample) > t.sample_jobs:
+        sample = sorted(rng.choice(sample, t.sample_jobs, replace=False))
+    for job_id in sample:
+        problems += _archive_problems(b, job_id, sh.archive_path(out_dir, job_id))
+    metadata = {"problems": problems[:50], "jobs": len(manifest), "archives sampled": len(sample)}
+    message = (
+        f"{len(problems)} problems; first: {problems[0]}"
+        if problems
+        else f"{len(manifest)} jobs, {len(objects)} objects consistent"
+    )
+    return CheckResult("integrity", not problems, t.severity, message, metadata)
+
+
+def _archive_problems(b: _Batch, job_id: str, archive: Path) -> list[str]:
+    problems = []
+    frames = b.con.execute(
+        f"SELECT frame, near, far, segmentation_path, depth_path, rgb_path "
+        f"FROM frames WHERE job_id = '{job_id}' ORDER BY frame"
+    ).fetchall()
+    rows = b.con.execute(
+        f"SELECT frame, instance_id, mask_rle FROM objects WHERE job_id = '{job_id}'"
+    ).fetchall()
+    with zipfile.ZipFile(archive) as z:
+        for frame, near, far, seg_path, depth_path, rgb_path in frames:
+            where = f"job {job_id} frame {frame}"
+            seg = cv2.imdecode(np.frombuffer(z.read(seg_path), np.uint8), cv2.IMREAD_UNCHANGED)
+            mine = [r for r in rows if r[0] == frame]
+            if sorted(r[1] for r in mine) != sorted(set(np.unique(seg).tolist()) - {0}):
+                problems.append(
+                    f"{where}: objects {sorted(r[1] for r in mine)} but "
+                    f"segmentation ids {sorted(set(np.unique(seg).tolist()) - {0})}"
+                )
+            for _, instance, rle in mine:
+                mask = mask_utils.decode({"size": list(seg.shape), "counts": rle.encode()})
+                if not np.array_equal(mask.astype(bool), seg == instance):
+                    problems.append(
+                        f"{where} instance {instance}: mask differs from the segmentation"
+                    )
+            depth = (
+                cv2.imdecode(np.frombuffer(z.read(depth_path), np.uint8), cv2.IMREAD_UNCHANGED)
+                / 1000.0
+            )
+            valid = depth[depth > 0]
+            if not valid.size:
+                problems.append(f"{where}: empty depth map")
+            elif valid.min() < near - 1e-3 or valid.max() > far + 1e-3:
+                problems.append(
+                    f"{where}: depth {valid.min():.3f}..{valid.max():.3f} m outside "
+                    f"the clip range [{near}, {far}]"
+                )
+            rgb = cv2.imdecode(np.frombuffer(z.read(rgb_path), np.uint8), cv2.IMREAD_COLOR)
+            if rgb is None or rgb.std() == 0:
+                problems.append(f"{where}: empty RGB image")
+    return problems
+
+
+CHECKS = {
+    "coverage": check_coverage,
+    "bias": check_bias,
+    "balance": check_balance,
+    "edge_cases": check_edge_cases,
+    "integrity": check_integrity,
+}
+
+
+def run_checks(
+    store: DataStore, batch: str, tests: DatasetTests | None = None
+) -> list[CheckResult]:
+    """Every dataset test of the batch, in ``CHECKS`` order."""
+    tests = tests or DatasetTests()
+    b = _load(store, batch)
+    results = []
+    for name, check in CHECKS.items():
+        section = getattr(tests, name)
+        if b is None or b.jobs.empty:
+            results.append(_empty(name, section.severity, batch))
+        else:
+            results.append(check(b, section))
+    return results

@@ -1,0 +1,250 @@
+"""Dataset tests on small real datasets: good batches pass, deliberate defects fail with the
+offending names, and an ERROR failure blocks the export in the same run."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from assets_defs.batches import shard
+from assets_defs.quality import DatasetTestsResource, batch_dataset, batch_export
+from assets_defs.storage import StorageResource
+from dagster_project.sensors import inbox_sensor
+from generators import quality
+from generators.batch import BatchSpec, plan
+
+FIXED = {"resolution": 64, "n_distractors": 0, "start_time": 0.5}
+
+
+def _build(tmp_path, spec: dict, *, render: bool = True) -> StorageResource:
+    """A real batch: through the inbox sensor and every shard's materialisation."""
+    storage = StorageResource(root=str(tmp_path / spec["name"]))
+    storage.store.inbox.mkdir(parents=True)
+    (storage.store.inbox / "spec.yaml").write_text(yaml.safe_dump(spec))
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, resources={"storage": storage}) as ctx:
+            result = inbox_sensor(ctx)
+        for request in result.dynamic_partitions_requests:
+            instance.add_dynamic_partitions(
+                request.partitions_def_name, list(request.partition_keys)
+            )
+        for request in result.run_requests if render else []:
+            if request.job_name == "render_shard_job":
+                assert dg.materialize(
+                    [shard],
+                    partition_key=request.partition_key,
+                    instance=instance,
+                    resources={"storage": storage},
+                ).success
+    return storage
+
+
+def _by_name(results) -> dict[str, quality.CheckResult]:
+    return {r.name: r for r in results}
+
+
+@pytest.fixture(scope="module")
+def sobol_batch(tmp_path_factory):
+    spec = {
+        "name": "good",
+        "generator": "tabletop",
+        "seed": 3,
+        "shard_size": 32,
+        "fixed": {**FIXED, "n_objects": 6, "categories": ["duck", "cube", "mug"]},
+        "sampler": {
+            "kind": "sobol",
+            "count": 32,
+            "ranges": {
+                "light_azimuth": [0, 360],
+                "camera_azimuth": [0, 360],
+                "table_texture": {"choices": ["wood", "checker", "grid", "uv", "plain"]},
+            },
+        },
+    }
+    return _build(tmp_path_factory.mktemp("quality"), spec)
+
+
+def test_a_sobol_batch_passes_coverage_balance_bias_and_integrity(sobol_batch):
+    results = _by_name(quality.run_checks(sobol_batch.store, "good"))
+    for name in ("coverage", "balance", "bias", "integrity"):
+        assert results[name].passed, results[name].message
+    ratio = results["coverage"].metadata["discrepancy"]["ratio"]
+    assert ratio < 1.0  # a low-discrepancy design beats independent sampling
+
+
+def test_lighting_chosen_from_the_category_fails_bias_naming_the_pair(tmp_path):
+    jobs = [
+        {"categories": [category], "light_azimuth": azimuth + 7 * k, "n_objects": 3}
+        for category, azimuth in (("duck", 20), ("cube", 110), ("mug", 200), ("torus", 290))
+        for k in range(6)
+    ]
+    spec = {
+        "name": "leak",
+        "generator": "tabletop",
+        "seed": 1,
+        "shard_size": 24,
+        "fixed": FIXED,
+        "jobs": jobs,
+    }
+    storage = _build(tmp_path, spec)
+    bias = _by_name(quality.run_checks(storage.store, "leak"))["bias"]
+    assert not bias.passed and bias.severity == "ERROR"
+    assert "light_azimuth predicts category: Cramér's V" in bias.message
+    worst = bias.metadata["pairs"][0]
+    assert (worst["nuisance"], worst["target"]) == ("light_azimuth", "category")
+    assert worst["cramers_v"] > 0.8 and worst["p_value"] < 1e-6
+
+
+def test_a_parameter_squeezed_to_a_quarter_of_its_range_fails_coverage(tmp_path):
+    spec = {
+        "name": "squeezed",
+        "generator": "tabletop",
+        "seed": 2,
+        "shard_size": 16,
+        "fixed": {**FIXED, "n_objects": 2},
+        "sampler": {
+            "kind": "sobol",
+            "count": 16,
+            "ranges": {"light_azimuth": [0, 90], "camera_azimuth": [0, 360]},
+        },
+    }
+    storage = _build(tmp_path, spec)
+    coverage = _by_name(quality.run_checks(storage.store, "squeezed"))["coverage"]
+    assert not coverage.passed
+    assert "light_azimuth: 3 of 4 bins over its range [0, 360]" in coverage.message
+    assert "worst: light_azimuth" in coverage.message
+    assert "camera_azimuth:" not in coverage.message
+
+
+def test_a_corrupted_mask_fails_integrity_naming_the_job_and_frame(sobol_batch, tmp_path):
+    store = sobol_batch.store
+    path = store.table_path("objects", "good", "good~00000")
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    rows[5]["mask_rle"] = rows[0]["mask_rle"]  # another object's mask
+    broken = StorageResource(root=str(tmp_path / "broken"))
+    import shutil
+
+    shutil.copytree(store.root, broken.store.root)
+    pq.write_table(
+        table.from_pylist(rows, table.schema),
+        broken.store.table_path("objects", "good", "good~00000"),
+    )
+    integrity = _by_name(quality.run_checks(broken.store, "good"))["integrity"]
+    assert not integrity.passed
+    assert f"job {rows[5]['job_id']} frame {rows[5]['frame']} instance " in integrity.message
+
+
+def test_a_failing_error_check_stops_the_export_in_the_same_run(tmp_path):
+    jobs = [
+        {"categories": [c], "light_azimuth": a}
+        for c, a in (("duck", 10), ("cube", 200))
+        for _ in range(4)
+    ]
+    storage = _build(
+        tmp_path,
+        {
+            "name": "blocked",
+            "generator": "tabletop",
+            "seed": 1,
+            "shard_size": 8,
+            "fixed": FIXED,
+            "jobs": jobs,
+        },
+    )
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    resources = {
+        "storage": storage,
+        "dataset_tests": DatasetTestsResource(templates=str(templates)),
+    }
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("batches", ["blocked"])
+        run = dg.materialize(
+            [batch_dataset, batch_export],
+            partition_key="blocked",
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+        )
+        checks = {e.check_name: e for e in run.get_asset_check_evaluations()}
+        assert not run.success and not checks["bias"].passed
+        assert instance.get_latest_materialization_event(dg.AssetKey("batch_export")) is None
+        # with that check relaxed to a warning, the same batch is released
+        (templates / "blocked.tests.yaml").write_text(
+            yaml.safe_dump({"coverage": {"severity": "WARN"}, "bias": {"severity": "WARN"}})
+        )
+        run = dg.materialize(
+            [batch_dataset, batch_export],
+            partition_key="blocked",
+            instance=instance,
+            resources=resources,
+        )
+        assert run.success
+        assert instance.get_latest_materialization_event(dg.AssetKey("batch_export"))
+    assert (storage.store.root / "exports" / "blocked" / "objects.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            {"bias": {"max_cramers_v": 2}},
+            "bias.max_cramers_v: Input should be less than or equal to 1 (got 2)",
+        ),
+        ({"coverage": {"bins": 1}}, "coverage.bins: Input should be greater than or equal to 2"),
+        ({"balanse": {}}, "balanse: Extra inputs are not permitted"),
+        (
+            {"integrity": {"severity": "FATAL"}},
+            "integrity.severity: Input should be 'ERROR' or 'WARN' (got 'FATAL')",
+        ),
+    ],
+)
+def test_invalid_thresholds_files_get_a_clear_error(tmp_path, content, expected):
+    path = tmp_path / "bad.tests.yaml"
+    path.write_text(yaml.safe_dump(content))
+    with pytest.raises(quality.TestsFileError) as err:
+        quality.load_tests(path)
+    assert expected in str(err.value) and str(path) in str(err.value)
+
+
+def test_checks_on_an_empty_batch_fail_with_a_message(tmp_path):
+    spec = {
+        "name": "empty",
+        "generator": "tabletop",
+        "shard_size": 4,
+        "fixed": FIXED,
+        "sampler": {"kind": "random", "count": 4, "ranges": {"fov": [20, 90]}},
+    }
+    storage = _build(tmp_path, spec, render=False)
+    for result in quality.run_checks(storage.store, "empty"):
+        assert not result.passed and "no rendered jobs" in result.message
+    for result in quality.run_checks(storage.store, "never-submitted"):
+        assert not result.passed
+
+
+def test_checks_on_a_single_job_and_a_one_level_factor_do_not_raise(tmp_path):
+    spec = {
+        "name": "single",
+        "generator": "tabletop",
+        "shard_size": 1,
+        "fixed": {**FIXED, "categories": ["duck"]},
+        "jobs": [{"light_azimuth": 30}],
+    }
+    storage = _build(tmp_path, spec)
+    tests = quality.DatasetTests(
+        balance={"factors": ["category"]}, bias={"nuisance": ["light_azimuth"]}
+    )
+    results = _by_name(quality.run_checks(storage.store, "single", tests))
+    assert "category: 1 level(s); balance needs at least two" in results["balance"].message
+    assert not results["bias"].passed and "one level" in results["bias"].message
+    assert not results["coverage"].passed and results["integrity"].passed
+
+
+def test_plans_carry_their_template_for_the_tests_file():
+    spec = BatchSpec.model_validate(
+        {"name": "demo-20261122", "template": "demo", "generator": "tabletop", "jobs": [{}]}
+    )
+    assert plan(spec).spec.template == "demo"

@@ -195,6 +195,42 @@ def batch_status(name: str) -> None:
     click.echo(_table([*rows, ("all", *total)], ("shard", "done", "failed", "pending")))
 
 
+@main.group()
+def dataset() -> None:
+    """Test a batch's data like code."""
+
+
+@dataset.command("test")
+@click.argument("batch")
+@click.option(
+    "--tests",
+    "tests_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Thresholds [default: batch_templates/<template>.tests.yaml].",
+)
+def dataset_test(batch: str, tests_file: Path | None) -> None:
+    """Run the dataset tests of BATCH; exit 1 when a check of ERROR severity fails."""
+    from dagster_project.resources import dataset_tests
+    from generators import quality
+
+    store = DataStore(data_dir())
+    if batch not in store.batches():
+        _fail(f"no batch {batch!r} in {store.root}; batches: {', '.join(store.batches()) or '-'}")
+    try:
+        tests = (
+            quality.load_tests(tests_file)
+            if tests_file
+            else dataset_tests().for_spec(store.spec(batch))
+        )
+    except quality.TestsFileError as exc:
+        _fail("invalid dataset tests:\n  " + "\n  ".join(exc.messages))
+    results = quality.run_checks(store, batch, tests)
+    rows = [(r.name, "pass" if r.passed else "FAIL", r.severity, r.message[:120]) for r in results]
+    click.echo(_table(rows, ("check", "result", "severity", "detail")))
+    if any(r.blocking for r in results):
+        sys.exit(1)
+
+
 @main.command("query")
 @click.argument("sql")
 @click.option("--max-rows", default=40, show_default=True)

@@ -43,6 +43,16 @@ def run_demo() -> None:
             f"{request.job_name} {request.partition_key}: {'ok' if outcome.success else 'FAILED'}"
         )
     defs.get_job_def("dataset_job").execute_in_process(instance=instance)
+    release = defs.get_job_def("release_job").execute_in_process(
+        instance=instance, partition_key="demo", raise_on_error=False
+    )
+    click.echo("\ndataset tests (batch_templates/demo.tests.yaml):")
+    for check in release.get_asset_check_evaluations():
+        result = "pass" if check.passed else "FAIL"
+        click.echo(
+            f"  {check.check_name:<11} {result:<5} {check.severity.value:<6} {check.description}"
+        )
+    click.echo(f"export: {'data/exports/demo/' if release.success else 'blocked by a check'}")
     con = dataset.connect(store)
     click.echo(f"\ndataset in {store.root}/tables: {dataset.summary(con)}\n\n{QUERY}\n")
     con.sql(QUERY).show()

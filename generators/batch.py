@@ -47,10 +47,27 @@ class Sampler(BaseModel):
     ``grid`` uses ``levels`` (numbers per numeric range) and every choice, ignoring ``count``."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["random", "sobol", "lhs", "grid"]
+    kind: Literal["random", "sobol", "halton", "lhs", "grid", "stratified"]
     count: int = Field(1, ge=1, le=10_000_000)
     ranges: dict[str, tuple[float, float] | Choices] = Field(min_length=1)
-    levels: int = Field(3, ge=2, le=1000, description="Grid points per numeric range.")
+    levels: int = Field(
+        3, ge=2, le=1000, description="Grid points, or strata per numeric range, per numeric range."
+    )
+    strata: list[str] = Field(
+        [],
+        description="stratified: ranges whose level combinations "
+        "get equal numbers of jobs (numeric ranges in `levels` bins).",
+    )
+
+    @model_validator(mode="after")
+    def _strata(self) -> Sampler:
+        if self.kind == "stratified":
+            missing = [s for s in self.strata if s not in self.ranges]
+            if not self.strata or missing:
+                raise ValueError(f"stratified needs strata among its ranges (unknown: {missing})")
+        elif self.strata:
+            raise ValueError("strata only apply to kind: stratified")
+        return self
 
 
 class BatchSpec(BaseModel):
@@ -105,13 +122,33 @@ def load_spec(path: Path) -> BatchSpec:
 def _unit_points(sampler: Sampler, dims: int, seed: int) -> np.ndarray:
     if sampler.kind == "random":
         return np.random.default_rng(seed).random((sampler.count, dims))
-    if sampler.kind == "lhs":
+    if sampler.kind in ("lhs", "stratified"):
         return qmc.LatinHypercube(d=dims, seed=seed).random(sampler.count)
+    if sampler.kind == "halton":
+        return qmc.Halton(d=dims, scramble=True, seed=seed).random(sampler.count)
     engine = qmc.Sobol(d=dims, scramble=True, seed=seed)
     m = int(np.log2(sampler.count))
     if 2**m == sampler.count:  # a power of two keeps Sobol's balance properties
         return engine.random_base2(m)
     return engine.random(sampler.count)
+
+
+def _stratify(u: np.ndarray, sampler: Sampler, names: list[str]) -> np.ndarray:
+    """Job i goes to stratum cell i mod cells: every combination of the strata's levels gets
+    count / cells jobs (within one); a numeric stratum keeps its LHS position inside its bin."""
+    sizes = [
+        len(r.choices) if isinstance(r, Choices) else sampler.levels
+        for r in (sampler.ranges[s] for s in sampler.strata)
+    ]
+    cells = list(itertools.product(*(range(k) for k in sizes)))
+    u = u.copy()
+    for i in range(len(u)):
+        for stratum, level, k in zip(sampler.strata, cells[i % len(cells)], sizes, strict=True):
+            d = names.index(stratum)
+            u[i, d] = (
+                level + (u[i, d] if not isinstance(sampler.ranges[stratum], Choices) else 0.5)
+            ) / k
+    return u
 
 
 def _numeric_value(u: np.ndarray, low: float, high: float, integer: bool) -> list:
@@ -139,6 +176,8 @@ def _sample(sampler: Sampler, schemas: dict[str, dict], seed: int) -> list[dict[
                 )
         return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
     u = _unit_points(sampler, len(names), seed)
+    if sampler.kind == "stratified":
+        u = _stratify(u, sampler, names)
     columns = {}
     for d, name in enumerate(names):
         rng_ = sampler.ranges[name]

@@ -31,7 +31,7 @@ def _spec(**overrides) -> BatchSpec:
     return BatchSpec.model_validate({**base, **overrides})
 
 
-@pytest.mark.parametrize("kind", ["random", "sobol", "lhs"])
+@pytest.mark.parametrize("kind", ["random", "sobol", "halton", "lhs"])
 def test_samplers_cover_their_ranges_with_the_right_types(kind):
     spec = _spec(sampler={**_spec().sampler.model_dump(), "kind": kind, "count": 64})
     manifest = plan(spec).manifest
@@ -42,6 +42,33 @@ def test_samplers_cover_their_ranges_with_the_right_types(kind):
     assert azimuths.min() >= 0 and azimuths.max() <= 360 and np.ptp(azimuths) > 300
     assert {p["table_texture"] for p in params} == {"wood", "grid", "plain"}
     assert all(p["resolution"] == 64 and p["renderer"] == "tiny" for p in params)
+
+
+def test_stratified_gives_every_cell_the_same_number_of_jobs():
+    ranges = {
+        "table_texture": {"choices": ["wood", "grid", "plain"]},
+        "light_azimuth": [0, 360],
+        "fov": [30, 60],
+    }
+    spec = _spec(
+        sampler={
+            "kind": "stratified",
+            "count": 60,
+            "levels": 4,
+            "ranges": ranges,
+            "strata": ["table_texture", "light_azimuth"],
+        }
+    )
+    params = [json.loads(p) for p in plan(spec).manifest.column("params_json").to_pylist()]
+    cells = {}
+    for p in params:
+        key = (p["table_texture"], int(p["light_azimuth"] // 90))
+        cells[key] = cells.get(key, 0) + 1
+    assert len(cells) == 12 and set(cells.values()) == {5}
+    fov = np.array([p["fov"] for p in params])
+    assert fov.min() >= 30 and fov.max() <= 60
+    with pytest.raises(ValueError, match="strata among its ranges"):
+        _spec(sampler={"kind": "stratified", "count": 4, "ranges": ranges, "strata": ["x"]})
 
 
 def test_grid_is_the_full_product():

@@ -19,6 +19,7 @@ level: a failed check with a message, never an exception.
 
 from __future__ import annotations
 
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -394,25 +395,45 @@ def check_integrity(b: _Batch, t: IntegrityTests) -> CheckResult:
     manifest = b.store.manifest(b.name)
     out_dir = b.store.archive_dir(b.name)
     ok = set(b.jobs["job_id"])
+    archives = set(os.listdir(out_dir)) if out_dir.exists() else set()
     for job_id in manifest.column("job_id").to_pylist():
-        if job_id not in ok or not sh.archive_path(out_dir, job_id).exists():
+        if job_id not in ok or sh.archive_path(out_dir, job_id).name not in archives:
             problems.append(f"job {job_id}: no complete archive")
-    objects = b.con.execute(
+    columns = b.con.sql(
         "SELECT o.job_id, o.frame, o.instance_id, o.box_x_min, o.box_y_min, o.box_x_max, "
         "o.box_y_max, o.visible_pixels, o.mask_rle, f.height, f.width FROM objects o "
         f"JOIN frames f USING (job_id, frame) WHERE o.batch = '{b.name}'"
-    ).fetchall()
-    if objects:
-        rles = [{"size": [r[9], r[10]], "counts": r[8].encode()} for r in objects]
+    ).fetchnumpy()
+    n_objects = len(columns["job_id"])
+    if n_objects:
+        sizes: dict[tuple[int, int], list[int]] = {}  # one shared list per image size
+        rles = [
+            {"size": sizes.setdefault((h, w), [h, w]), "counts": c}  # str counts are accepted
+            for c, h, w in zip(
+                columns["mask_rle"].tolist(),
+                columns["height"].tolist(),
+                columns["width"].tolist(),
+                strict=True,
+            )
+        ]
         boxes = mask_utils.toBbox(rles)
-        areas = mask_utils.area(rles)
-        for r, (x, y, w, h), area in zip(objects, boxes, areas, strict=True):
-            if (r[3], r[4], r[5], r[6]) != (x, y, x + w, y + h) or r[7] != area:
-                problems.append(
-                    f"job {r[0]} frame {r[1]} instance {r[2]}: box "
-                    f"{tuple(r[3:7])} / {r[7]} px, but its mask gives "
-                    f"{(int(x), int(y), int(x + w), int(y + h))} / {int(area)} px"
-                )
+        # pycocotools' area() sizes a uint8 array by the count: more than 255 masks per call
+        # overflow under NumPy 2, so it is called in chunks
+        areas = np.concatenate(
+            [mask_utils.area(rles[i : i + 255]) for i in range(0, len(rles), 255)]
+        )
+        stated = np.column_stack(
+            [columns[c] for c in ("box_x_min", "box_y_min", "box_x_max", "box_y_max")]
+        ).astype(float)
+        actual = np.column_stack([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]])
+        wrong = np.any(stated != actual, axis=1) | (columns["visible_pixels"] != areas)
+        for i in np.flatnonzero(wrong)[:50]:
+            problems.append(
+                f"job {columns['job_id'][i]} frame {columns['frame'][i]} instance "
+                f"{columns['instance_id'][i]}: box {tuple(stated[i].astype(int).tolist())} / "
+                f"{columns['visible_pixels'][i]} px, but its mask gives "
+                f"{tuple(actual[i].astype(int).tolist())} / {int(areas[i])} px"
+            )
     rng = np.random.default_rng(0)
     sample = sorted(ok)
     if len(sample) > t.sample_jobs:
@@ -423,7 +444,7 @@ def check_integrity(b: _Batch, t: IntegrityTests) -> CheckResult:
     message = (
         f"{len(problems)} problems; first: {problems[0]}"
         if problems
-        else f"{len(manifest)} jobs, {len(objects)} objects consistent"
+        else f"{len(manifest)} jobs, {n_objects} objects consistent"
     )
     return CheckResult("integrity", not problems, t.severity, message, metadata)
 

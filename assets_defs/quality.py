@@ -6,6 +6,7 @@ version-controlled tests file. A check failing with ERROR severity blocks: ``bat
 in the same run does not materialise, so a failing dataset does not flow downstream.
 """
 
+import base64
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +16,7 @@ from assets_defs.storage import StorageResource
 from generators import archive as arc
 from generators import dataset as ds
 from generators import quality
+from generators.report import write_report
 
 
 class DatasetTestsResource(dg.ConfigurableResource):
@@ -49,18 +51,25 @@ def batch_dataset(
     batch, store = context.partition_key, storage.store
     storage.fetch(store.spec_path(batch), store.manifest_path(batch))
     tests = dataset_tests.for_spec(store.spec(batch))
-    results = quality.run_checks(store, batch, tests)
+    report, results, plots = write_report(store, batch, tests)
     con = ds.connect(store)
     counts = {
         name: con.execute(f"SELECT count(*) FROM {name} WHERE batch = '{batch}'").fetchall()[0][0]
         for name in ("jobs", "frames", "objects")
     }
+    shown = {title: png for title, png in plots.items() if "frames" not in title}
+    images = "\n\n".join(
+        f"**{title}**\n\n![{title}](data:image/png;base64,{base64.b64encode(png).decode()})"
+        for title, png in shown.items()
+    )
     yield dg.MaterializeResult(
         metadata={
             **counts,
             "tests": dg.MetadataValue.json(
                 {r.name: {"passed": r.passed, "severity": r.severity} for r in results}
             ),
+            "report": dg.MetadataValue.path(str(report)),
+            "plots": dg.MetadataValue.md(images),
         }
     )
     for r in results:

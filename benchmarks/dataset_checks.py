@@ -23,6 +23,7 @@ from generators import archive as arc
 from generators import quality, tables
 from generators.batch import BatchSpec, plan
 from generators.datastore import DataStore
+from generators.report import write_report
 from generators.tabletop import TabletopParams
 
 TARGET_S = 5.0
@@ -151,11 +152,15 @@ def main() -> None:
         started = time.perf_counter()
         results = quality.run_checks(store, "bench", tests)
         seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        write_report(store, "bench", tests)
+        report_seconds = time.perf_counter() - started
     rows = args.jobs * FRAMES * PER_FRAME
     print(f"{rows:,} objects rows, {args.jobs:,} jobs (built in {built:.0f} s)")
     for r in results:
         print(f"  {r.name:<11} {'pass' if r.passed else 'FAIL'}  {r.message[:90]}")
     print(f"  all dataset checks: {seconds:.2f} s  (target < {TARGET_S} s)")
+    print(f"  HTML report (the checks again, plus plots): {report_seconds:.2f} s")
 
 
 if __name__ == "__main__":

@@ -231,6 +231,35 @@ def dataset_test(batch: str, tests_file: Path | None) -> None:
         sys.exit(1)
 
 
+@dataset.command("report")
+@click.argument("batch")
+@click.option(
+    "--tests",
+    "tests_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Thresholds [default: batch_templates/<template>.tests.yaml].",
+)
+def dataset_report(batch: str, tests_file: Path | None) -> None:
+    """Write BATCH's HTML dataset report (tests and plots) and print its path."""
+    from dagster_project.resources import dataset_tests
+    from generators import quality
+    from generators.report import write_report
+
+    store = DataStore(data_dir())
+    if batch not in store.batches():
+        _fail(f"no batch {batch!r} in {store.root}; batches: {', '.join(store.batches()) or '-'}")
+    try:
+        tests = (
+            quality.load_tests(tests_file)
+            if tests_file
+            else dataset_tests().for_spec(store.spec(batch))
+        )
+    except quality.TestsFileError as exc:
+        _fail("invalid dataset tests:\n  " + "\n  ".join(exc.messages))
+    path, _, _ = write_report(store, batch, tests)
+    click.echo(str(path))
+
+
 @main.command("query")
 @click.argument("sql")
 @click.option("--max-rows", default=40, show_default=True)

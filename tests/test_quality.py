@@ -3,6 +3,8 @@ offending names, and an ERROR failure blocks the export in the same run."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
@@ -248,3 +250,27 @@ def test_plans_carry_their_template_for_the_tests_file():
         {"name": "demo-20261122", "template": "demo", "generator": "tabletop", "jobs": [{}]}
     )
     assert plan(spec).spec.template == "demo"
+
+
+def test_the_report_shows_the_tests_and_every_plot(sobol_batch):
+    from click.testing import CliRunner
+
+    from dagster_project.cli import main
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VARIO_DATA_DIR", str(sobol_batch.store.root))
+        result = CliRunner().invoke(main, ["dataset", "report", "good"])
+        tested = CliRunner().invoke(main, ["dataset", "test", "good"])
+    assert result.exit_code == 0, result.output
+    page = Path(result.output.strip().splitlines()[-1]).read_text()
+    for section in (
+        "Factor histograms",
+        "Coverage pair plot",
+        "Nuisance x target association",
+        "Category balance",
+        "Occlusion and truncation",
+        "Sample frames",
+    ):
+        assert f"<h2>{section}" in page
+    assert page.count("<img") == 6 and "<td>coverage</td><td>pass</td>" in page
+    assert "coverage    pass" in tested.output

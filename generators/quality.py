@@ -489,6 +489,14 @@ def _archive_problems(b: _Batch, job_id: str, archive: Path) -> list[str]:
             rgb = cv2.imdecode(np.frombuffer(z.read(rgb_path), np.uint8), cv2.IMREAD_COLOR)
             if rgb is None or rgb.std() == 0:
                 problems.append(f"{where}: empty RGB image")
+            for folder in ("normals", "object_coordinates"):  # dense maps, where rendered
+                name = f"{folder}/{frame:05d}.png"
+                if name in z.namelist():
+                    values = cv2.imdecode(
+                        np.frombuffer(z.read(name), np.uint8), cv2.IMREAD_UNCHANGED
+                    )
+                    if values is None or not values.any():
+                        problems.append(f"{where}: empty {folder} map")
     return problems
 
 

@@ -200,16 +200,17 @@ def dataset() -> None:
     """Test a batch's data like code."""
 
 
-@dataset.command("test")
-@click.argument("batch")
-@click.option(
-    "--tests",
-    "tests_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Thresholds [default: batch_templates/<template>.tests.yaml].",
-)
-def dataset_test(batch: str, tests_file: Path | None) -> None:
-    """Run the dataset tests of BATCH; exit 1 when a check of ERROR severity fails."""
+def _tests_option(command):
+    return click.option(
+        "--tests",
+        "tests_file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Thresholds [default: batch_templates/<template>.tests.yaml].",
+    )(command)
+
+
+def _batch_and_tests(batch: str, tests_file: Path | None):
+    """The data folder and the batch's dataset tests (exit 2 if either is wrong)."""
     from dagster_project.resources import dataset_tests
     from generators import quality
 
@@ -224,6 +225,17 @@ def dataset_test(batch: str, tests_file: Path | None) -> None:
         )
     except quality.TestsFileError as exc:
         _fail("invalid dataset tests:\n  " + "\n  ".join(exc.messages))
+    return store, tests
+
+
+@dataset.command("test")
+@click.argument("batch")
+@_tests_option
+def dataset_test(batch: str, tests_file: Path | None) -> None:
+    """Run the dataset tests of BATCH; exit 1 when a check of ERROR severity fails."""
+    from generators import quality
+
+    store, tests = _batch_and_tests(batch, tests_file)
     results = quality.run_checks(store, batch, tests)
     rows = [(r.name, "pass" if r.passed else "FAIL", r.severity, r.message[:120]) for r in results]
     click.echo(_table(rows, ("check", "result", "severity", "detail")))
@@ -233,29 +245,12 @@ def dataset_test(batch: str, tests_file: Path | None) -> None:
 
 @dataset.command("report")
 @click.argument("batch")
-@click.option(
-    "--tests",
-    "tests_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Thresholds [default: batch_templates/<template>.tests.yaml].",
-)
+@_tests_option
 def dataset_report(batch: str, tests_file: Path | None) -> None:
     """Write BATCH's HTML dataset report (tests and plots) and print its path."""
-    from dagster_project.resources import dataset_tests
-    from generators import quality
     from generators.report import write_report
 
-    store = DataStore(data_dir())
-    if batch not in store.batches():
-        _fail(f"no batch {batch!r} in {store.root}; batches: {', '.join(store.batches()) or '-'}")
-    try:
-        tests = (
-            quality.load_tests(tests_file)
-            if tests_file
-            else dataset_tests().for_spec(store.spec(batch))
-        )
-    except quality.TestsFileError as exc:
-        _fail("invalid dataset tests:\n  " + "\n  ".join(exc.messages))
+    store, tests = _batch_and_tests(batch, tests_file)
     path, _, _ = write_report(store, batch, tests)
     click.echo(str(path))
 

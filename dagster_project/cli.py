@@ -42,10 +42,14 @@ def _plan(spec_path: Path):
         _fail(f"invalid batch spec {spec_path}:\n  " + "\n  ".join(exc.messages))
 
 
-def _table(rows: list[tuple], header: tuple) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+def _table(rows: list[tuple], header: tuple, max_width: int = 40) -> str:
+    """Aligned columns; a cell longer than ``max_width`` is printed whole and overflows."""
+    widths = [
+        min(max(len(str(r[i])) for r in [header, *rows]), max_width) for i in range(len(header))
+    ]
     return "\n".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
     )
 
 

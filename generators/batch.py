@@ -16,13 +16,18 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.stats import qmc
 
 from generators import registry
 from generators.job import make_job_id
-from generators.params import ParameterError, field_schemas, validate
+from generators.params import (
+    FieldErrors,
+    ParameterError,
+    field_schemas,
+    load_yaml_model,
+    validate,
+)
 
 MANIFEST = pa.schema(
     [
@@ -96,27 +101,12 @@ class BatchSpec(BaseModel):
         return self
 
 
-class SpecError(ValueError):
-    """A spec that cannot run; ``messages`` name the field, the value and what is allowed."""
-
-    def __init__(self, messages: list[str]):
-        super().__init__("\n".join(messages))
-        self.messages = messages
+class SpecError(FieldErrors):
+    """A batch spec that cannot run."""
 
 
 def load_spec(path: Path) -> BatchSpec:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-        return BatchSpec.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise SpecError([f"{path}: not YAML/JSON: {exc}"]) from None
-    except ValidationError as exc:
-        raise SpecError(
-            [
-                f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']} (got {e['input']!r})"
-                for e in exc.errors()
-            ]
-        ) from None
+    return load_yaml_model(BatchSpec, path, SpecError)
 
 
 def _unit_points(sampler: Sampler, dims: int, seed: int) -> np.ndarray:

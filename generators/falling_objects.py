@@ -20,7 +20,7 @@ from generators.contract import Generator
 from generators.domain import Domain
 from generators.geometry import look_at, quat_wxyz, spherical_to_cartesian
 from generators.placement import free_spot, kelvin_to_rgb, random_color
-from generators.rendering import RenderParams
+from generators.rendering import ClipParams
 from generators.scene import Camera, Light, Material, Scene, SceneObject
 
 CATEGORIES = (*OBJECT_CATEGORIES, DISTRACTOR)
@@ -29,7 +29,7 @@ FLOOR_SIZE = 6.0  # metres; the floor's top is the plane z = 0
 FLOOR_TEXTURES = {"grid": "checker_grid.jpg", "checker": "checker_blue.png", "plain": None}
 
 
-class FallingObjectsParams(RenderParams):
+class FallingObjectsParams(ClipParams):
     # semantic
     n_objects: int = Field(8, ge=3, le=20, description="Objects thrown onto the floor.")
     categories: list[Category] = Field(
@@ -68,16 +68,9 @@ class FallingObjectsParams(RenderParams):
     floor_texture: Literal[tuple(FLOOR_TEXTURES)] = Field(  # type: ignore[valid-type]
         "grid", description="Texture on the floor."
     )
-    # frames
+    # frames (the rest as ClipParams has them)
     n_frames: int = Field(24, ge=1, le=48, description="Frames.")
     frame_rate: int = Field(12, ge=1, le=60, description="Frames per second.")
-    step_rate: int = Field(
-        240, ge=60, le=1200, description="Physics steps per second (a multiple of frame_rate)."
-    )
-    start_time: float = Field(0.0, ge=0, le=5, description="Simulated seconds before frame 0.")
-    resolution: int = Field(
-        256, ge=64, le=1024, multiple_of=2, description="Image width and height, px (even)."
-    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FallingObjectsParams:
@@ -91,10 +84,6 @@ class FallingObjectsParams(RenderParams):
                 raise ValueError(
                     f"{lo}={getattr(self, lo)} must not exceed {hi}={getattr(self, hi)}"
                 )
-        if self.step_rate % self.frame_rate:
-            raise ValueError(
-                f"step_rate={self.step_rate} must be a multiple of frame_rate={self.frame_rate}"
-            )
         return self
 
 
@@ -216,9 +205,6 @@ class FallingObjectsGenerator(Generator):
             objects=tuple(objects),
             lights=tuple(lights),
             camera=camera,
-            frame_count=params.n_frames,
-            frame_rate=params.frame_rate,
-            step_rate=params.step_rate,
-            start_time=params.start_time,
             seed=seed,
+            **params.scene_timing(),
         )

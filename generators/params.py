@@ -5,17 +5,39 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 
-class ParameterError(ValueError):
-    """Invalid parameters; each message names the parameter, the value and what is allowed."""
+class FieldErrors(ValueError):
+    """Invalid input; each message names the field, the value and what is allowed."""
 
     def __init__(self, messages: list[str]):
         super().__init__("\n".join(messages))
         self.messages = messages
+
+
+class ParameterError(FieldErrors):
+    """Invalid generator parameters."""
+
+
+def load_yaml_model(model: type[BaseModel], path: Path, error: type[FieldErrors]) -> BaseModel:
+    """A YAML (or JSON) file validated by ``model``; ``error`` names the file and each bad
+    field with its value."""
+    try:
+        return model.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+    except yaml.YAMLError as exc:
+        raise error([f"{path}: not YAML/JSON: {exc}"]) from None
+    except ValidationError as exc:
+        raise error(
+            [
+                f"{path}: {'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']} (got {e['input']!r})"
+                for e in exc.errors()
+            ]
+        ) from None
 
 
 class GeneratorParams(BaseModel):

@@ -27,9 +27,8 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-import yaml
 from pycocotools import mask as mask_utils
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from scipy.stats import chi2_contingency, entropy, qmc
 
 from generators import registry
@@ -37,7 +36,7 @@ from generators import shard as sh
 from generators.dataset import connect
 from generators.datastore import DataStore
 from generators.domain import TARGETS
-from generators.params import field_schemas
+from generators.params import FieldErrors, field_schemas, load_yaml_model
 
 Severity = Literal["ERROR", "WARN"]
 _DISCREPANCY_POINTS = 2048  # centred discrepancy is O(n^2): both sides use this many points
@@ -94,25 +93,13 @@ class DatasetTests(_Section):
     integrity: IntegrityTests = IntegrityTests()
 
 
-class TestsFileError(ValueError):
-    def __init__(self, messages: list[str]):
-        super().__init__("\n".join(messages))
-        self.messages = messages
+class TestsFileError(FieldErrors):
+    """A dataset tests file that cannot be used."""
 
 
 def load_tests(path: Path) -> DatasetTests:
     """A dataset tests file, or ``TestsFileError`` naming each bad field and value."""
-    try:
-        return DatasetTests.model_validate(yaml.safe_load(Path(path).read_text()) or {})
-    except yaml.YAMLError as exc:
-        raise TestsFileError([f"{path}: not YAML: {exc}"]) from None
-    except ValidationError as exc:
-        raise TestsFileError(
-            [
-                f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})"
-                for e in exc.errors()
-            ]
-        ) from None
+    return load_yaml_model(DatasetTests, path, TestsFileError)
 
 
 @dataclass

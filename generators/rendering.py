@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from generators.params import GeneratorParams
 
@@ -57,6 +57,38 @@ class RenderParams(GeneratorParams):
     )
     threads: int = Field(0, ge=0, le=256, description="Cycles CPU threads; 0 uses every core.")
     tile_size: int = Field(2048, ge=8, le=4096, description="Cycles tile size, px.")
+
+
+class ClipParams(RenderParams):
+    """Frames, physics rate and image size, shared by generators that simulate a clip.
+    A generator overrides a field only to change its default or limits."""
+
+    n_frames: int = Field(1, ge=1, le=240, description="Frames: 1 is a still, more a clip.")
+    frame_rate: int = Field(24, ge=1, le=60, description="Frames per second.")
+    step_rate: int = Field(
+        240, ge=60, le=1200, description="Physics steps per second (a multiple of frame_rate)."
+    )
+    start_time: float = Field(0.0, ge=0, le=5, description="Simulated seconds before frame 0.")
+    resolution: int = Field(
+        256, ge=64, le=1024, multiple_of=2, description="Image width and height, px (even)."
+    )
+
+    @model_validator(mode="after")
+    def _steps_divide_frames(self) -> ClipParams:
+        if self.step_rate % self.frame_rate:
+            raise ValueError(
+                f"step_rate={self.step_rate} must be a multiple of frame_rate={self.frame_rate}"
+            )
+        return self
+
+    def scene_timing(self) -> dict:
+        """The ``Scene`` fields these parameters set."""
+        return {
+            "frame_count": self.n_frames,
+            "frame_rate": self.frame_rate,
+            "step_rate": self.step_rate,
+            "start_time": self.start_time,
+        }
 
 
 def make_renderer(

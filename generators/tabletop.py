@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema
 from scipy.spatial.transform import Rotation
 
 from generators.catalog import (
@@ -26,7 +26,7 @@ from generators.contract import Generator
 from generators.domain import Domain
 from generators.geometry import look_at, quat_wxyz, spherical_to_cartesian
 from generators.placement import free_spot, jitter_hue, kelvin_to_rgb
-from generators.rendering import RenderParams
+from generators.rendering import ClipParams
 from generators.scene import Camera, Light, Material, Scene, SceneObject
 
 # Choices come from the catalog: built-in categories and the user's, checked against the
@@ -56,7 +56,7 @@ TABLE_TEXTURES = {
 }
 
 
-class TabletopParams(RenderParams):
+class TabletopParams(ClipParams):
     # semantic
     n_objects: int = Field(4, ge=1, le=20, description="Objects of interest dropped on the table.")
     categories: list[Category] = Field(
@@ -107,26 +107,10 @@ class TabletopParams(RenderParams):
     sensor_noise: float = Field(
         0.0, ge=0, le=0.2, description="Std of Gaussian pixel noise, in [0, 1] intensity."
     )
-    # frames
-    n_frames: int = Field(1, ge=1, le=240, description="Frames: 1 is a still, more a clip.")
-    frame_rate: int = Field(24, ge=1, le=60, description="Frames per second.")
-    step_rate: int = Field(
-        240, ge=60, le=1200, description="Physics steps per second (a multiple of frame_rate)."
-    )
+    # frames (the rest as ClipParams has them)
     start_time: float = Field(
         1.0, ge=0, le=5, description="Simulated seconds before frame 0 (0 shows the drop)."
     )
-    resolution: int = Field(
-        256, ge=64, le=1024, multiple_of=2, description="Image width and height, px (even)."
-    )
-
-    @model_validator(mode="after")
-    def _steps_divide_frames(self) -> TabletopParams:
-        if self.step_rate % self.frame_rate:
-            raise ValueError(
-                f"step_rate={self.step_rate} must be a multiple of frame_rate={self.frame_rate}"
-            )
-        return self
 
 
 class TabletopGenerator(Generator):
@@ -225,11 +209,8 @@ class TabletopGenerator(Generator):
             objects=tuple(objects),
             lights=(light,),
             camera=camera,
-            frame_count=params.n_frames,
-            frame_rate=params.frame_rate,
-            step_rate=params.step_rate,
-            start_time=params.start_time,
             seed=seed,
+            **params.scene_timing(),
         )
 
 

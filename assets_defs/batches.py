@@ -13,11 +13,11 @@ import dagster as dg
 import pyarrow.compute as pc
 
 from assets_defs.storage import StorageResource
-from generators import archive as arc
-from generators import dataset as ds
-from generators import shard as sh
-from generators.batch import batch_of
-from generators.preview import boxed_frame
+from generators.labels import archive as arc
+from generators.labels.preview import boxed_frame
+from vario.batch.plan import batch_of
+from vario.run import shard as sh
+from vario.store import views as ds
 
 batches = dg.DynamicPartitionsDefinition(name="batches")
 shards = dg.DynamicPartitionsDefinition(name="shards")

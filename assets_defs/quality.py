@@ -13,10 +13,10 @@ import dagster as dg
 
 from assets_defs.batches import batches
 from assets_defs.storage import StorageResource
-from generators import archive as arc
-from generators import dataset as ds
-from generators import quality
-from generators.report import write_report
+from generators.labels import archive as arc
+from vario.quality import checks as quality
+from vario.quality.report import write_report
+from vario.store import views as ds
 
 
 class DatasetTestsResource(dg.ConfigurableResource):

@@ -5,7 +5,7 @@ import json
 import dagster as dg
 
 from assets_defs.storage import StorageResource
-from generators import registry
+from generators.contract import registry
 from generators.params import ParameterError, parse_assignments, validate
 
 

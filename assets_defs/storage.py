@@ -14,7 +14,7 @@ import dagster as dg
 import pyarrow.fs as pafs
 from dagster_aws.s3 import S3Resource
 
-from generators.datastore import SPEC_SUFFIXES, DataStore
+from vario.store.layout import SPEC_SUFFIXES, DataStore
 
 
 class StorageResource(dg.ConfigurableResource):

@@ -12,10 +12,10 @@ import json
 import sys
 import time
 
-from generators import registry
-from generators.catalog import default_catalog
-from generators.physics import simulate
-from generators.render_cycles import CyclesRenderer
+from generators.contract import registry
+from generators.render.cycles import CyclesRenderer
+from generators.scene.catalog import default_catalog
+from generators.sim.physics import simulate
 
 
 def main() -> None:

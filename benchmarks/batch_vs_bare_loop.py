@@ -21,9 +21,10 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from generators import registry
-from generators.batch import BatchSpec, plan
-from generators.shard import worker_pool
+from generators.contract import registry
+from vario.batch.plan import plan
+from vario.batch.spec import BatchSpec
+from vario.run.shard import worker_pool
 
 TARGET = 1.15
 
@@ -53,7 +54,7 @@ def through_dagster(spec: dict, root: Path) -> float:
     from dagster_project.definitions import defs
     from dagster_project.resources import storage
     from dagster_project.sensors import inbox_sensor
-    from generators.datastore import DataStore
+    from vario.store.layout import DataStore
 
     started = time.perf_counter()
     store = DataStore(root)

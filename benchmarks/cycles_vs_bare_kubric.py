@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from generators.falling_objects import FallingObjectsGenerator
+from generators.library.falling_objects import FallingObjectsGenerator
 
 TARGET = 1.10
 SEED = 3

@@ -19,12 +19,14 @@ import numpy as np
 import pyarrow as pa
 from pycocotools import mask as mask_utils
 
-from generators import archive as arc
-from generators import quality, tables
-from generators.batch import BatchSpec, plan
-from generators.datastore import DataStore
-from generators.report import write_report
-from generators.tabletop import TabletopParams
+from generators.labels import archive as arc
+from generators.labels import tables
+from generators.library.tabletop import TabletopParams
+from vario.batch.plan import plan
+from vario.batch.spec import BatchSpec
+from vario.quality import checks as quality
+from vario.quality.report import write_report
+from vario.store.layout import DataStore
 
 TARGET_S = 5.0
 FRAMES, PER_FRAME, SIZE = 5, 5, 256

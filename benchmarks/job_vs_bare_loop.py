@@ -16,11 +16,11 @@ import statistics
 import tempfile
 import time
 
-from generators import bullet
-from generators.bullet import pb
-from generators.catalog import default_catalog
-from generators.render_tiny import camera_image_args, choose_engine
-from generators.tabletop import TabletopGenerator
+from generators.library.tabletop import TabletopGenerator
+from generators.render.tiny import camera_image_args, choose_engine
+from generators.scene.catalog import default_catalog
+from generators.sim import bullet
+from generators.sim.bullet import pb
 
 TARGET = 1.5
 

@@ -28,7 +28,7 @@ def main() -> None:
         os.environ["VARIO_DATA_DIR"] = tmp
         from dagster_project.resources import storage
         from dagster_project.sensors import inbox_sensor
-        from generators.datastore import DataStore
+        from vario.store.layout import DataStore
 
         spec = {
             "name": "big",

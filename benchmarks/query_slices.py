@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from generators import archive as arc
-from generators import tables
-from generators.catalog import OBJECT_CATEGORIES
-from generators.dataset import connect
-from generators.datastore import DataStore
-from generators.tabletop import TabletopParams
+from generators.labels import archive as arc
+from generators.labels import tables
+from generators.library.tabletop import TabletopParams
+from generators.scene.catalog import OBJECT_CATEGORIES
+from vario.store.layout import DataStore
+from vario.store.views import connect
 
 TARGET_MS = 100.0
 BATCHES, SHARDS_PER_BATCH, FRAMES, OBJECTS_PER_FRAME = 40, 4, 5, 5

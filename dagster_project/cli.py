@@ -17,10 +17,11 @@ import click
 from tqdm import tqdm
 
 from dagster_project.resources import data_dir, resolved_storage
-from generators import registry
-from generators.batch import SpecError, load_spec, plan
-from generators.datastore import DataStore
+from generators.contract import registry
 from generators.params import ParameterError, describe, parse_assignments, validate
+from vario.batch.plan import plan
+from vario.batch.spec import SpecError, load_spec
+from vario.store.layout import DataStore
 
 
 def _fail(message: str) -> None:
@@ -179,7 +180,7 @@ def batch_submit(spec: Path) -> None:
 @click.argument("name")
 def batch_status(name: str) -> None:
     """Jobs done, failed and pending, per shard and in all."""
-    from generators import shard as sh
+    from vario.run import shard as sh
 
     store = DataStore(data_dir())
     if name not in store.batches():
@@ -216,7 +217,7 @@ def _tests_option(command):
 def _batch_and_tests(batch: str, tests_file: Path | None):
     """The data folder and the batch's dataset tests (exit 2 if either is wrong)."""
     from dagster_project.resources import dataset_tests
-    from generators import quality
+    from vario.quality import checks as quality
 
     store = DataStore(data_dir())
     if batch not in store.batches():
@@ -237,7 +238,7 @@ def _batch_and_tests(batch: str, tests_file: Path | None):
 @_tests_option
 def dataset_test(batch: str, tests_file: Path | None) -> None:
     """Run the dataset tests of BATCH; exit 1 when a check of ERROR severity fails."""
-    from generators import quality
+    from vario.quality import checks as quality
 
     store, tests = _batch_and_tests(batch, tests_file)
     results = quality.run_checks(store, batch, tests)
@@ -252,7 +253,7 @@ def dataset_test(batch: str, tests_file: Path | None) -> None:
 @_tests_option
 def dataset_report(batch: str, tests_file: Path | None) -> None:
     """Write BATCH's HTML dataset report (tests and plots) and print its path."""
-    from generators.report import write_report
+    from vario.quality.report import write_report
 
     store, tests = _batch_and_tests(batch, tests_file)
     path, _, _ = write_report(store, batch, tests)
@@ -266,7 +267,7 @@ def query(sql: str, max_rows: int) -> None:
     """Run a read-only SQL query over the dataset's views: jobs, frames, objects, events."""
     import duckdb
 
-    from generators import dataset
+    from vario.store import views as dataset
 
     statements = duckdb.extract_statements(sql)
     allowed = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}

@@ -14,8 +14,8 @@ from dagster_project.definitions import defs
 from dagster_project.instance import PROJECT_ROOT, dagster_home
 from dagster_project.resources import data_dir, storage
 from dagster_project.sensors import inbox_sensor
-from generators import dataset
-from generators.datastore import DataStore
+from vario.store import views as dataset
+from vario.store.layout import DataStore
 
 TEMPLATE = PROJECT_ROOT / "batch_templates" / "demo.yaml"
 QUERY = """SELECT o.category, count(*) AS objects, round(avg(o.visible_pixels)) AS avg_pixels,

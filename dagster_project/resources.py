@@ -22,7 +22,7 @@ def data_dir() -> Path:
 def user_catalog() -> Path:
     """``$VARIO_CATALOG_DIR``, defaulting to ``catalog/`` in the data folder; exported so that
     render workers see the same user assets."""
-    from generators.catalog import USER_CATALOG_ENV
+    from generators.scene.catalog import USER_CATALOG_ENV
 
     os.environ.setdefault(USER_CATALOG_ENV, str(data_dir() / "catalog"))
     return Path(os.environ[USER_CATALOG_ENV])

@@ -18,7 +18,7 @@ from assets_defs.storage import StorageResource
 from dagster_project.instance import PROJECT_ROOT
 from dagster_project.resources import user_catalog
 from dagster_project.sensors import INTERVAL
-from generators import catalog
+from generators.scene import catalog
 
 TEMPLATES = PROJECT_ROOT / "batch_templates"
 NIGHTLY_TEMPLATE = os.environ.get("VARIO_NIGHTLY_TEMPLATE", "demo")

@@ -11,7 +11,8 @@ import dagster as dg
 from assets_defs.batches import batches, dataset_job, manifest_job, render_shard_job, shards
 from assets_defs.quality import release_job
 from assets_defs.storage import StorageResource
-from generators.batch import SHARD_SEPARATOR, SpecError, load_spec, plan
+from vario.batch.plan import SHARD_SEPARATOR, plan
+from vario.batch.spec import SpecError, load_spec
 
 INTERVAL = int(os.environ.get("VARIO_SENSOR_INTERVAL", "15"))
 

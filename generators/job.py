@@ -20,18 +20,20 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from generators import archive as arc
-from generators import tables, worker
-from generators.catalog import default_catalog
-from generators.coco import coco_dataset
-from generators.labels import frame_labels
-from generators.physics import Trajectory, simulate
-from generators.rendering import ISOLATED_RENDERERS, FrameImages, make_renderer
-from generators.scene import Scene
-from generators.video import VideoEncoder
+from generators.labels import archive as arc
+from generators.labels import tables
+from generators.labels.coco import coco_dataset
+from generators.labels.frame_labels import frame_labels
+from generators.labels.video import VideoEncoder
+from generators.render import isolation
+from generators.render.base import ISOLATED_RENDERERS, FrameImages
+from generators.render.select import make_renderer
+from generators.scene.catalog import default_catalog
+from generators.scene.description import Scene
+from generators.sim.physics import Trajectory, simulate
 
 if TYPE_CHECKING:
-    from generators.contract import Generator
+    from generators.contract.generator import Generator
     from generators.params import GeneratorParams
 
 ENCODINGS = {
@@ -131,16 +133,8 @@ def run_job(
     on_frame: Callable[[int, int], None] | None = None,
     time_limit: float | None = None,
 ) -> JobResult:
-    if getattr(params, "renderer", "tiny") in ISOLATED_RENDERERS and not worker.in_worker():
-        return worker.run_isolated(
-            generator,
-            params,
-            seed,
-            out_dir,
-            batch_id=batch_id,
-            on_frame=on_frame,
-            time_limit=time_limit,
-        )
+    if getattr(params, "renderer", "tiny") in ISOLATED_RENDERERS and not isolation.in_worker():
+        return _run_isolated(generator, params, seed, Path(out_dir), batch_id, on_frame, time_limit)
     started = time.perf_counter()
     jid = job_id(generator, params, seed)
     catalog = default_catalog()
@@ -236,3 +230,44 @@ def run_job(
         }
         archive.write("job.json", json.dumps(manifest, indent=2).encode(), compress=True)
     return JobResult(jid, path, jobs, frames, objects, events)
+
+
+def _run_isolated(
+    generator: Generator,
+    params: GeneratorParams,
+    seed: int,
+    out_dir: Path,
+    batch_id: str,
+    on_frame: Callable[[int, int], None] | None,
+    time_limit: float | None,
+) -> JobResult:
+    """The job in a render worker process; a crash or timeout gives a ``failed`` result."""
+    started = time.perf_counter()
+    jid = job_id(generator, params, seed)
+    spec = {
+        "generator": generator.name,
+        "params": params.model_dump(mode="json"),
+        "seed": seed,
+        "out_dir": str(out_dir),
+        "batch_id": batch_id,
+    }
+    ended = isolation.run_isolated(spec, on_frame=on_frame, time_limit=time_limit)
+    path = out_dir / f"{jid}.zip"
+    if ended.error is None and path.exists():
+        labels = arc.read_tables(path)
+        return JobResult(
+            jid, path, labels["jobs"], labels["frames"], labels["objects"], labels["events"]
+        )
+    arc.AtomicArchive(path, pid=ended.pid).partial.unlink(missing_ok=True)
+    jobs = tables.failed_jobs_table(
+        params,
+        batch_id=batch_id,
+        job_id=jid,
+        generator=generator.name,
+        generator_version=generator.version,
+        seed=seed,
+        error=ended.error or "render worker wrote no archive",
+        total_seconds=time.perf_counter() - started,
+    )
+    empty = [schema.empty_table() for schema in (tables.FRAMES, tables.OBJECTS, tables.EVENTS)]
+    return JobResult(jid, None, jobs, *empty, log=ended.log)

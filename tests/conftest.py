@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generators.catalog import default_catalog
-from generators.geometry import look_at, quat_wxyz
-from generators.labels import frame_labels
-from generators.physics import simulate
-from generators.render_tiny import TinyRenderer
-from generators.rendering import FrameImages
-from generators.scene import Camera, Light, Scene, SceneObject
-from generators.tabletop import TabletopGenerator
+from generators.labels.frame_labels import frame_labels
+from generators.library.tabletop import TabletopGenerator
+from generators.render.base import FrameImages
+from generators.render.tiny import TinyRenderer
+from generators.scene.catalog import default_catalog
+from generators.scene.description import Camera, Light, Scene, SceneObject
+from generators.scene.geometry import look_at, quat_wxyz
+from generators.sim.physics import simulate
 
 SMALL = {"resolution": 96, "n_objects": 5, "n_distractors": 2, "n_frames": 3}
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from generators.batch import BatchSpec, SpecError, batch_of, load_spec, plan
+from vario.batch.plan import batch_of, plan
+from vario.batch.spec import BatchSpec, SpecError, load_spec
 
 
 def _spec(**overrides) -> BatchSpec:

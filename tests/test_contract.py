@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from pydantic import Field
 
 from dagster_project.cli import main
-from generators import registry
+from generators.contract import registry
+from generators.library.tabletop import TabletopParams
 from generators.params import GeneratorParams, ParameterError, describe, validate
-from generators.tabletop import TabletopParams
 
 
 def test_generators_are_found_through_entry_points():

@@ -16,10 +16,10 @@ import pytest
 from pycocotools import mask as mask_utils
 from scipy.spatial.transform import Rotation
 
-from generators import archive as arc
-from generators.falling_objects import FallingObjectsGenerator
-from generators.render_tiny import gpu_available
-from generators.tabletop import TabletopGenerator
+from generators.labels import archive as arc
+from generators.library.falling_objects import FallingObjectsGenerator
+from generators.library.tabletop import TabletopGenerator
+from generators.render.tiny import gpu_available
 
 TINY_CYCLES = {"renderer": "cycles", "resolution": 64, "samples": 8, "n_frames": 3}
 JOBS = {

@@ -14,8 +14,8 @@ from assets_defs.batches import shard
 from assets_defs.storage import StorageResource
 from dagster_project.schedules import catalog_sensor, nightly_batch
 from dagster_project.sensors import inbox_sensor
-from generators import catalog
-from generators import dataset as ds
+from generators.scene import catalog
+from vario.store import views as ds
 
 
 def _accept(instance, storage):

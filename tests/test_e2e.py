@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generators import dataset as ds
-from generators.datastore import DataStore
+from vario.store import views as ds
+from vario.store.layout import DataStore
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = """{ runsOrError { ... on Runs { results { runId jobName status

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from generators.catalog import DISTRACTOR, OBJECT_CATEGORIES, default_catalog
-from generators.physics import simulate
-from generators.tabletop import TABLE_SIZE, TabletopGenerator
+from generators.library.tabletop import TABLE_SIZE, TabletopGenerator
+from generators.scene.catalog import DISTRACTOR, OBJECT_CATEGORIES, default_catalog
+from generators.sim.physics import simulate
 
 
 def _start_long_job(out):

@@ -13,8 +13,8 @@ from conftest import SMALL, cube, read_member, render_still, top_down_scene
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from generators.geometry import rotation, world_to_camera
-from generators.tabletop import TabletopGenerator
+from generators.library.tabletop import TabletopGenerator
+from generators.scene.geometry import rotation, world_to_camera
 
 TIMING = [c for c in ("simulate", "render", "label", "write", "total")]
 

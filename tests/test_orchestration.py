@@ -17,8 +17,8 @@ import yaml
 from assets_defs.batches import batches, dataset, shard, shards
 from assets_defs.storage import StorageResource
 from dagster_project.sensors import batch_complete_sensor, inbox_sensor
-from generators import dataset as ds
-from generators.render_tiny import gpu_available
+from generators.render.tiny import gpu_available
+from vario.store import views as ds
 
 SPEC = {
     "name": "demo",
@@ -153,7 +153,7 @@ def test_a_shard_killed_partway_ends_with_the_same_tables_when_run_again(tmp_pat
                         sys.executable,
                         "-c",
                         (
-                            "import sys; from generators import shard as sh; "
+                            "import sys; from vario.run import shard as sh; "
                             "from generators.datastore import DataStore; from pathlib import Path; "
                             "s = DataStore(Path(sys.argv[1])); "
                             "sh.run_shard('tabletop', sh.shard_manifest(s.manifest('demo'), "

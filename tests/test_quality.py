@@ -14,8 +14,9 @@ from assets_defs.batches import shard
 from assets_defs.quality import DatasetTestsResource, batch_dataset, batch_export
 from assets_defs.storage import StorageResource
 from dagster_project.sensors import inbox_sensor
-from generators import quality
-from generators.batch import BatchSpec, plan
+from vario.batch.plan import plan
+from vario.batch.spec import BatchSpec
+from vario.quality import checks as quality
 
 FIXED = {"resolution": 64, "n_distractors": 0, "start_time": 0.5}
 

@@ -15,7 +15,7 @@ from moto.server import ThreadedMotoServer
 from assets_defs.batches import batch_manifest, dataset, shard
 from assets_defs.storage import StorageResource
 from dagster_project.sensors import inbox_sensor
-from generators import dataset as ds
+from vario.store import views as ds
 
 BUCKET = "vario-test"
 SPEC = {

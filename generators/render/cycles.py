@@ -19,12 +19,12 @@ import numpy as np
 from kubric.renderer.blender import Blender
 from scipy.spatial.transform import Rotation
 
-from generators.catalog import Catalog
-from generators.geometry import quat_wxyz, rotation
-from generators.kubric_compat import VarioMaterial, VarioMesh, repair_render_passes
-from generators.physics import Trajectory
-from generators.rendering import FrameImages, RenderParams
-from generators.scene import Scene
+from generators.render.base import FrameImages, RenderParams
+from generators.render.kubric_compat import VarioMaterial, VarioMesh, repair_render_passes
+from generators.scene.catalog import Catalog
+from generators.scene.description import Scene
+from generators.scene.geometry import quat_wxyz, rotation
+from generators.sim.physics import Trajectory
 
 SENSOR_WIDTH_MM = 32.0
 _CV_TO_BLENDER_CAMERA = Rotation.from_euler("x", 180, degrees=True)  # y down/z fwd -> y up/-z fwd

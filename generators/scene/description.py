@@ -11,7 +11,7 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from generators.geometry import Quat, Vec3
+from generators.scene.geometry import Quat, Vec3
 
 RGBA = tuple[float, float, float, float]
 RGB = tuple[float, float, float]

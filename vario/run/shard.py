@@ -22,8 +22,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from generators import archive as arc
-from generators import catalog, registry, tables
+from generators.contract import registry
+from generators.labels import archive as arc
+from generators.labels import tables
+from generators.scene import catalog
 
 _REQUIRED = ("job.json", *(f"labels/{t}.parquet" for t in arc.LABEL_TABLES))
 
@@ -81,7 +83,9 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     (once per process), so a pool starts fast and its workers share no threads with Dagster.
     A pool lives for one shard: one left running would hang its process at exit."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["generators.job", "generators.shard", "generators.registry"])
+    context.set_forkserver_preload(
+        ["generators.job", "vario.run.shard", "generators.contract.registry"]
+    )
     return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
@@ -167,17 +171,16 @@ def shard_tables(
             continue
         record = failure_path(out_dir, row["job_id"])
         if record.exists():
-            failed = tables.jobs_row(
+            failed = tables.failed_jobs_table(
                 gen.Params.model_validate_json(row["params_json"]),
                 batch_id=row["batch_id"],
                 job_id=row["job_id"],
                 generator=gen.name,
                 generator_version=gen.version,
                 seed=row["seed"],
-                status="failed",
                 error=json.loads(record.read_text())["error"],
             )
-            parts["jobs"].append(pa.Table.from_pylist([failed], schemas["jobs"]))
+            parts["jobs"].append(failed.cast(schemas["jobs"]))
     return {
         name: pa.concat_tables(chunks) if chunks else schemas[name].empty_table()
         for name, chunks in parts.items()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from generators.catalog import default_catalog
+from generators.scene.catalog import default_catalog
 
 
 def category_ids() -> dict[str, int]:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from generators import bullet
-from generators.bullet import pb
-from generators.catalog import Catalog
-from generators.geometry import opengl_view_matrix, to_pybullet_quat
-from generators.physics import Trajectory
-from generators.rendering import FrameImages
-from generators.scene import Scene
+from generators.render.base import FrameImages
+from generators.scene.catalog import Catalog
+from generators.scene.description import Scene
+from generators.scene.geometry import opengl_view_matrix, to_pybullet_quat
+from generators.sim import bullet
+from generators.sim.bullet import pb
+from generators.sim.physics import Trajectory
 
 
 def gpu_available() -> bool:

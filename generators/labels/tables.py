@@ -103,3 +103,29 @@ def jobs_row(params: BaseModel, **common) -> dict:
         "params_json": json.dumps(values, sort_keys=True),
         **{f"param_{k}": v for k, v in values.items()},
     }
+
+
+def failed_jobs_table(
+    params: BaseModel,
+    *,
+    batch_id: str,
+    job_id: str,
+    generator: str,
+    generator_version: str,
+    seed: int,
+    error: str,
+    total_seconds: float | None = None,
+) -> pa.Table:
+    """The one-row ``jobs`` table of a job that produced no archive, with its error."""
+    row = jobs_row(
+        params,
+        batch_id=batch_id,
+        job_id=job_id,
+        generator=generator,
+        generator_version=generator_version,
+        seed=seed,
+        status="failed",
+        error=error,
+        total_seconds=total_seconds,
+    )
+    return pa.Table.from_pylist([row], jobs_schema(type(params)))

@@ -14,7 +14,10 @@ import numpy as np
 from pydantic import AfterValidator, Field, WithJsonSchema
 from scipy.spatial.transform import Rotation
 
-from generators.catalog import (
+from generators.contract.domain import Domain
+from generators.contract.generator import Generator
+from generators.render.base import ClipParams
+from generators.scene.catalog import (
     DISTRACTOR,
     OBJECT_CATEGORIES,
     PYBULLET_DATA,
@@ -22,12 +25,9 @@ from generators.catalog import (
     default_catalog,
     object_categories,
 )
-from generators.contract import Generator
-from generators.domain import Domain
-from generators.geometry import look_at, quat_wxyz, spherical_to_cartesian
-from generators.placement import free_spot, jitter_hue, kelvin_to_rgb
-from generators.rendering import ClipParams
-from generators.scene import Camera, Light, Material, Scene, SceneObject
+from generators.scene.description import Camera, Light, Material, Scene, SceneObject
+from generators.scene.geometry import look_at, quat_wxyz, spherical_to_cartesian
+from generators.scene.placement import free_spot, jitter_hue, kelvin_to_rgb
 
 # Choices come from the catalog: built-in categories and the user's, checked against the
 # catalog as it is when a job is validated (so new user assets need no restart).

@@ -19,8 +19,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from generators import archive as arc
-from generators.batch import BatchSpec, Plan, SpecError
+from generators.labels import archive as arc
+from vario.batch.plan import Plan
+from vario.batch.spec import BatchSpec, SpecError
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 

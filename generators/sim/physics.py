@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from generators import bullet
-from generators.bullet import pb
-from generators.catalog import Catalog
-from generators.geometry import from_pybullet_quat
-from generators.scene import Scene
+from generators.scene.catalog import Catalog
+from generators.scene.description import Scene
+from generators.scene.geometry import from_pybullet_quat
+from generators.sim import bullet
+from generators.sim.bullet import pb
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,12 @@ from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.stats import chi2_contingency, entropy, qmc
 
-from generators import registry
-from generators import shard as sh
-from generators.dataset import connect
-from generators.datastore import DataStore
-from generators.domain import TARGETS
+from generators.contract import registry
+from generators.contract.domain import TARGETS
 from generators.params import FieldErrors, field_schemas, load_yaml_model
+from vario.run import shard as sh
+from vario.store.layout import DataStore
+from vario.store.views import connect
 
 Severity = Literal["ERROR", "WARN"]
 _DISCREPANCY_POINTS = 2048  # centred discrepancy is O(n^2): both sides use this many points

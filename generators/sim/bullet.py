@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pybullet as pb
 
-from generators.catalog import AssetEntry, Catalog
-from generators.geometry import to_pybullet_quat
-from generators.scene import SceneObject
+from generators.scene.catalog import AssetEntry, Catalog
+from generators.scene.description import SceneObject
+from generators.scene.geometry import to_pybullet_quat
 
 
 def connect() -> int:

@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from generators.catalog import AssetEntry, Catalog
-from generators.geometry import box_corners, project, rotation, world_to_camera
-from generators.physics import Trajectory
-from generators.rendering import FrameImages
-from generators.scene import Camera, Scene
+from generators.render.base import FrameImages
+from generators.scene.catalog import AssetEntry, Catalog
+from generators.scene.description import Camera, Scene
+from generators.scene.geometry import box_corners, project, rotation, world_to_camera
+from generators.sim.physics import Trajectory
 
 _SUBPIXEL_BITS = 4  # cv2 fixed-point polygon vertices: 1/16 px
 _RIM = np.ones((3, 3), np.uint8)

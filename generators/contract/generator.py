@@ -11,10 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
-from generators.domain import Domain
+from generators.contract.domain import Domain
 from generators.job import JobResult, run_job
 from generators.params import GeneratorParams
-from generators.scene import Scene
+from generators.scene.description import Scene
 
 
 class Generator(ABC):

@@ -15,11 +15,11 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from generators import archive as arc  # noqa: E402
-from generators import quality  # noqa: E402
-from generators import shard as sh  # noqa: E402
-from generators.datastore import DataStore  # noqa: E402
-from generators.preview import boxed_frame  # noqa: E402
+from generators.labels import archive as arc  # noqa: E402
+from generators.labels.preview import boxed_frame  # noqa: E402
+from vario.quality import checks as quality  # noqa: E402
+from vario.run import shard as sh  # noqa: E402
+from vario.store.layout import DataStore  # noqa: E402
 
 
 def _png(figure) -> bytes:

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from generators import archive as arc
+from generators.labels import archive as arc
 
 
 def boxed_frame(archive: Path, frame: int = 0) -> bytes:

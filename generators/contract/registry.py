@@ -4,8 +4,10 @@ this repository adds one by declaring ``[project.entry-points."vario.generators"
 from __future__ import annotations
 
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
-from generators.contract import Generator
+if TYPE_CHECKING:
+    from generators.contract.generator import Generator
 
 ENTRY_POINT_GROUP = "vario.generators"
 

@@ -1,22 +1,18 @@
-"""What every renderer returns, the render settings every generator shares, and the choice
-of renderer. A renderer reads the scene description and a simulated ``Trajectory``; it never
-steps physics, so a preview (``tiny``) and a final (``cycles``) job of the same seed show
-the same motion."""
+"""What every renderer returns and the render settings every generator shares.
+
+A renderer reads the scene description and a simulated ``Trajectory``; it never steps
+physics, so a preview (``tiny``) and a final (``cycles``) job of the same seed show the same
+motion."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from generators.params import GeneratorParams
-
-if TYPE_CHECKING:
-    from generators.catalog import Catalog
-    from generators.physics import Trajectory
-    from generators.scene import Scene
 
 # Renderers that run in a worker process of their own (Blender keeps memory and can crash).
 ISOLATED_RENDERERS = frozenset({"cycles"})
@@ -89,16 +85,3 @@ class ClipParams(RenderParams):
             "step_rate": self.step_rate,
             "start_time": self.start_time,
         }
-
-
-def make_renderer(
-    scene: Scene, catalog: Catalog, trajectory: Trajectory, params: GeneratorParams
-) -> Renderer:
-    """The renderer the parameters ask for (``tiny`` when they have no ``renderer``)."""
-    if getattr(params, "renderer", "tiny") == "cycles":
-        from generators.render_cycles import CyclesRenderer  # needs bpy and kubric
-
-        return CyclesRenderer(scene, catalog, trajectory, params)
-    from generators.render_tiny import TinyRenderer
-
-    return TinyRenderer(scene, catalog, trajectory)

@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from generators import tables
-from generators.datastore import DataStore
+from generators.labels import tables
+from vario.store.layout import DataStore
 
 VIEWS = {"frames": tables.FRAMES, "objects": tables.OBJECTS, "events": tables.EVENTS}
 

@@ -15,13 +15,13 @@ import numpy as np
 from pydantic import Field, model_validator
 from scipy.spatial.transform import Rotation
 
-from generators.catalog import DISTRACTOR, OBJECT_CATEGORIES, PYBULLET_DATA, default_catalog
-from generators.contract import Generator
-from generators.domain import Domain
-from generators.geometry import look_at, quat_wxyz, spherical_to_cartesian
-from generators.placement import free_spot, kelvin_to_rgb, random_color
-from generators.rendering import ClipParams
-from generators.scene import Camera, Light, Material, Scene, SceneObject
+from generators.contract.domain import Domain
+from generators.contract.generator import Generator
+from generators.render.base import ClipParams
+from generators.scene.catalog import DISTRACTOR, OBJECT_CATEGORIES, PYBULLET_DATA, default_catalog
+from generators.scene.description import Camera, Light, Material, Scene, SceneObject
+from generators.scene.geometry import look_at, quat_wxyz, spherical_to_cartesian
+from generators.scene.placement import free_spot, kelvin_to_rgb, random_color
 
 CATEGORIES = (*OBJECT_CATEGORIES, DISTRACTOR)
 Category = Literal[CATEGORIES]  # type: ignore[valid-type]

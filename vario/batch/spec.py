@@ -1,0 +1,82 @@
+"""Batch specs: what a user submits (YAML or JSON), validated with pydantic.
+
+A spec names a generator and gives either explicit parameter sets or a sampler over ranges
+and choices, plus fixed overrides, a batch seed, a shard size and the failure rate a shard
+tolerates. ``vario.batch.plan`` turns a valid spec into jobs and shards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from generators.params import FieldErrors, load_yaml_model
+
+
+class Choices(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    choices: list[Any] = Field(min_length=1)
+
+
+class Sampler(BaseModel):
+    """``ranges``: ``name: [low, high]`` for numbers or ``name: {choices: [...]}``.
+    ``grid`` uses ``levels`` (numbers per numeric range) and every choice, ignoring ``count``."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["random", "sobol", "halton", "lhs", "grid", "stratified"]
+    count: int = Field(1, ge=1, le=10_000_000)
+    ranges: dict[str, tuple[float, float] | Choices] = Field(min_length=1)
+    levels: int = Field(
+        3, ge=2, le=1000, description="Grid points, or strata per numeric range, per numeric range."
+    )
+    strata: list[str] = Field(
+        [],
+        description="stratified: ranges whose level combinations "
+        "get equal numbers of jobs (numeric ranges in `levels` bins).",
+    )
+
+    @model_validator(mode="after")
+    def _strata(self) -> Sampler:
+        if self.kind == "stratified":
+            missing = [s for s in self.strata if s not in self.ranges]
+            if not self.strata or missing:
+                raise ValueError(f"stratified needs strata among its ranges (unknown: {missing})")
+        elif self.strata:
+            raise ValueError("strata only apply to kind: stratified")
+        return self
+
+
+class BatchSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    template: str | None = Field(
+        None,
+        description="The template it came from (default: name); "
+        "its dataset tests are batch_templates/<template>.tests.yaml.",
+    )
+    generator: str
+    renderer: Literal["tiny", "cycles"] = "tiny"
+    seed: int = Field(0, ge=0, description="Batch seed: samples and per-job seeds.")
+    fixed: dict[str, Any] = {}
+    jobs: list[dict[str, Any]] | None = None
+    sampler: Sampler | None = None
+    shard_size: int = Field(64, ge=1, le=100_000)
+    max_failure_rate: float = Field(
+        0.1, ge=0, le=1, description="Share of failed jobs a shard tolerates."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BatchSpec:
+        if (self.jobs is None) == (self.sampler is None):
+            raise ValueError("give exactly one of 'jobs' (explicit) or 'sampler'")
+        return self
+
+
+class SpecError(FieldErrors):
+    """A batch spec that cannot run."""
+
+
+def load_spec(path: Path) -> BatchSpec:
+    return load_yaml_model(BatchSpec, path, SpecError)

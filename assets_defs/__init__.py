@@ -1,0 +1,7 @@
+"""Dagster assets and checks, one module per domain, each exporting its own ``defs``
+(``Definitions``): ``batches`` (manifest, rendered shards and their label tables, the
+dataset), ``quality`` (a batch's dataset tests as blocking checks, and the export they
+guard), ``samples`` (one job from the UI). ``storage`` holds the storage resource they share.
+Assets are thin: they call the platform (``vario``) and the SDK (``generators``) and hold no
+logic of their own. ``dagster_project.definitions`` merges the domains and wires resources.
+"""

@@ -181,3 +181,8 @@ def dataset(storage: StorageResource) -> dg.MaterializeResult:
 manifest_job = dg.define_asset_job("batch_manifest_job", selection=[batch_manifest])
 render_shard_job = dg.define_asset_job("render_shard_job", selection=[shard])
 dataset_job = dg.define_asset_job("dataset_job", selection=[dataset])
+
+defs = dg.Definitions(
+    assets=[batch_manifest, shard, dataset],
+    jobs=[manifest_job, render_shard_job, dataset_job],
+)

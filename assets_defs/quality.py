@@ -100,3 +100,5 @@ def batch_export(context: dg.AssetExecutionContext, storage: StorageResource):
 
 
 release_job = dg.define_asset_job("release_job", selection=[batch_dataset, batch_export])
+
+defs = dg.Definitions(assets=[batch_dataset, batch_export], jobs=[release_job])

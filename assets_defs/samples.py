@@ -49,3 +49,6 @@ def sample_job(
             "total_seconds": jobs["total_seconds"],
         }
     )
+
+
+defs = dg.Definitions(assets=[sample_job])

@@ -16,9 +16,10 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from dagster_project.resources import data_dir, resolved_storage
+from dagster_project.resources import resolved_storage
 from generators.contract import registry
 from generators.params import ParameterError, describe, parse_assignments, validate
+from generators.settings import settings
 from vario.batch.plan import plan
 from vario.batch.spec import SpecError, load_spec
 from vario.store.layout import DataStore
@@ -119,7 +120,7 @@ def _run(name, assignments, seed, out, batch_id, preview=False, time_limit=None)
 @click.option("--time-limit", type=float, help="Seconds before an isolated job is stopped.")
 def run(generator, assignments, seed, out, batch_id, preview, time_limit) -> None:
     """Run one job of GENERATOR and print where its archive is (exit 1 if it failed)."""
-    out = out or data_dir() / "jobs"
+    out = out or settings().data_dir / "jobs"
     result = _run(generator, list(assignments), seed, out, batch_id, preview, time_limit)
     if result.archive is None:
         click.echo(f"error: job {result.job_id} failed: {result.error}", err=True)
@@ -182,7 +183,7 @@ def batch_status(name: str) -> None:
     """Jobs done, failed and pending, per shard and in all."""
     from vario.run import shard as sh
 
-    store = DataStore(data_dir())
+    store = DataStore(settings().data_dir)
     if name not in store.batches():
         _fail(f"no batch {name!r} in {store.root}; batches: {', '.join(store.batches()) or '-'}")
     manifest, out = store.manifest(name), store.archive_dir(name)
@@ -219,7 +220,7 @@ def _batch_and_tests(batch: str, tests_file: Path | None):
     from dagster_project.resources import dataset_tests
     from vario.quality import checks as quality
 
-    store = DataStore(data_dir())
+    store = DataStore(settings().data_dir)
     if batch not in store.batches():
         _fail(f"no batch {batch!r} in {store.root}; batches: {', '.join(store.batches()) or '-'}")
     try:
@@ -286,20 +287,14 @@ def query(sql: str, max_rows: int) -> None:
 @click.option("--port", default=3000, show_default=True)
 def ui(port: int) -> None:
     """Open the Dagster UI (and daemon) on the project's instance: ``dagster dev``."""
-    from dagster_project.instance import PROJECT_ROOT, dagster_home
+    from dagster_project.instance import dagster_home
 
     dagster_home()
     os.execvp(
         sys.executable,
         [
             sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-w",
-            str(PROJECT_ROOT / "workspace.yaml"),
-            "-p",
-            str(port),
+            *("-m", "dagster", "dev", "-m", "dagster_project.definitions", "-p", str(port)),
         ],
     )
 

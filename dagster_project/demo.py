@@ -11,13 +11,14 @@ import click
 import dagster as dg
 
 from dagster_project.definitions import defs
-from dagster_project.instance import PROJECT_ROOT, dagster_home
-from dagster_project.resources import data_dir, storage
+from dagster_project.instance import dagster_home
+from dagster_project.resources import storage
 from dagster_project.sensors import inbox_sensor
+from generators.settings import settings
 from vario.store import views as dataset
 from vario.store.layout import DataStore
 
-TEMPLATE = PROJECT_ROOT / "batch_templates" / "demo.yaml"
+TEMPLATE = "demo.yaml"
 QUERY = """SELECT o.category, count(*) AS objects, round(avg(o.visible_pixels)) AS avg_pixels,
        round(avg(o.occlusion), 3) AS avg_occlusion, count(DISTINCT o.job_id) AS jobs
 FROM objects o JOIN jobs j USING (job_id)
@@ -28,22 +29,22 @@ GROUP BY o.category ORDER BY objects DESC"""
 def run_demo() -> None:
     home = dagster_home()
     instance = dg.DagsterInstance.get()
-    store = DataStore(data_dir())
-    store.submit(TEMPLATE)
+    store = DataStore(settings().data_dir)
+    store.submit(settings().templates_dir / TEMPLATE)
     with dg.build_sensor_context(instance=instance, resources={"storage": storage()}) as ctx:
         result = inbox_sensor(ctx)
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     for request in result.run_requests:
-        job = defs.get_job_def(request.job_name)
+        job = defs.resolve_job_def(request.job_name)
         outcome = job.execute_in_process(
             instance=instance, partition_key=request.partition_key, tags=request.tags
         )
         click.echo(
             f"{request.job_name} {request.partition_key}: {'ok' if outcome.success else 'FAILED'}"
         )
-    defs.get_job_def("dataset_job").execute_in_process(instance=instance)
-    release = defs.get_job_def("release_job").execute_in_process(
+    defs.resolve_job_def("dataset_job").execute_in_process(instance=instance)
+    release = defs.resolve_job_def("release_job").execute_in_process(
         instance=instance, partition_key="demo", raise_on_error=False
     )
     click.echo("\ndataset tests (batch_templates/demo.tests.yaml):")

@@ -8,31 +8,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 
 import dagster as dg
 import yaml
 
 from assets_defs.batches import manifest_job
 from assets_defs.storage import StorageResource
-from dagster_project.instance import PROJECT_ROOT
-from dagster_project.resources import user_catalog
 from dagster_project.sensors import INTERVAL
 from generators.scene import catalog
+from generators.settings import settings
 
-TEMPLATES = PROJECT_ROOT / "batch_templates"
-NIGHTLY_TEMPLATE = os.environ.get("VARIO_NIGHTLY_TEMPLATE", "demo")
+NIGHTLY_TEMPLATE = settings().nightly_template or "demo"
 
 
 def template(name: str) -> dict:
-    return yaml.safe_load((TEMPLATES / f"{name}.yaml").read_text())
+    return yaml.safe_load((settings().templates_dir / f"{name}.yaml").read_text())
 
 
 @dg.schedule(
-    cron_schedule=os.environ.get("VARIO_NIGHTLY_CRON", "0 2 * * *"),
+    cron_schedule=settings().nightly_cron,
     job=manifest_job,
     default_status=dg.DefaultScheduleStatus.RUNNING
-    if os.environ.get("VARIO_NIGHTLY_TEMPLATE")
+    if settings().nightly_template
     else dg.DefaultScheduleStatus.STOPPED,
 )
 def nightly_batch(context: dg.ScheduleEvaluationContext, storage: StorageResource):
@@ -53,7 +50,6 @@ def nightly_batch(context: dg.ScheduleEvaluationContext, storage: StorageResourc
 def catalog_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
     """New meshes in the catalog folder: submits the ``catalog_update`` template over the new
     assets' categories, so the dataset covers them."""
-    user_catalog()
     known = set(json.loads(context.cursor or "[]"))
     current = [str(p.relative_to(catalog.user_catalog_dir())) for p in catalog.user_asset_files()]
     new = [p for p in current if p not in known]

@@ -4,17 +4,17 @@ the dataset."""
 from __future__ import annotations
 
 import hashlib
-import os
 
 import dagster as dg
 
 from assets_defs.batches import batches, dataset_job, manifest_job, render_shard_job, shards
 from assets_defs.quality import release_job
 from assets_defs.storage import StorageResource
+from generators.settings import settings
 from vario.batch.plan import SHARD_SEPARATOR, plan
 from vario.batch.spec import SpecError, load_spec
 
-INTERVAL = int(os.environ.get("VARIO_SENSOR_INTERVAL", "15"))
+INTERVAL = settings().sensor_interval
 
 
 def _digest(text: str) -> str:

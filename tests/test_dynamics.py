@@ -50,7 +50,7 @@ def user_catalog(tmp_path):
     trimesh.creation.box(extents=(1.0, 0.6, 0.4)).export(folder / "gear.obj")
     (folder / "gear.json").write_text(json.dumps({"size": 0.08, "color": [0.9, 0.1, 0.9, 1]}))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(catalog.USER_CATALOG_ENV, str(tmp_path / "catalog"))
+        mp.setenv("VARIO_CATALOG_DIR", str(tmp_path / "catalog"))
         catalog.refresh()
         yield folder
     catalog.refresh()

@@ -19,9 +19,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from generators.settings import settings
+
 WORKER_ENV = "VARIO_RENDER_WORKER"
-TIME_LIMIT_ENV = "VARIO_JOB_TIME_LIMIT"
-DEFAULT_TIME_LIMIT = 3600.0
 PROGRESS = "VARIO-PROGRESS"  # worker stdout: "VARIO-PROGRESS <done> <total>"
 ERROR = "VARIO-ERROR"  # worker stdout: "VARIO-ERROR <type>: <message>"
 _LOG_LINES = 40
@@ -32,7 +32,7 @@ def in_worker() -> bool:
 
 
 def default_time_limit() -> float:
-    return float(os.environ.get(TIME_LIMIT_ENV, DEFAULT_TIME_LIMIT))
+    return settings().job_time_limit
 
 
 def _error_text(returncode: int, log: collections.deque, timed_out: float | None) -> str:

@@ -8,7 +8,6 @@ It reads the same scene description as every renderer and only poses bodies from
 
 from __future__ import annotations
 
-import os
 import pkgutil
 import warnings
 from pathlib import Path
@@ -19,13 +18,14 @@ from generators.render.base import FrameImages
 from generators.scene.catalog import Catalog
 from generators.scene.description import Scene
 from generators.scene.geometry import opengl_view_matrix, to_pybullet_quat
+from generators.settings import settings
 from generators.sim import bullet
 from generators.sim.bullet import pb
 from generators.sim.physics import Trajectory
 
 
 def gpu_available() -> bool:
-    return Path("/dev/nvidiactl").exists() or bool(os.environ.get("VARIO_FORCE_EGL"))
+    return Path("/dev/nvidiactl").exists() or settings().force_egl
 
 
 def choose_engine(client: int, use_egl: bool | None = None) -> int:

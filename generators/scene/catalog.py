@@ -22,27 +22,25 @@ import numpy as np
 import pybullet_data
 import trimesh
 
+from generators.settings import settings
+
 PYBULLET_DATA = Path(pybullet_data.getDataPath())
 DISTRACTOR = "distractor"
 SILHOUETTE_FACES = 400  # enough for a pixel-accurate outline at 1024 px, cheap to rasterise
 
 
-USER_CATALOG_ENV = "VARIO_CATALOG_DIR"
-
-
 def cache_dir() -> Path:
-    return Path(os.environ.get("VARIO_CACHE_DIR", Path.home() / ".cache" / "vario"))
+    return settings().cache_dir
 
 
-def user_catalog_dir() -> Path | None:
-    folder = os.environ.get(USER_CATALOG_ENV)
-    return Path(folder) if folder else None
+def user_catalog_dir() -> Path:
+    return settings().user_catalog_dir
 
 
 def user_asset_files() -> list[Path]:
-    """The user's meshes, ``<category>/<name>.obj`` under ``$VARIO_CATALOG_DIR``, sorted."""
+    """The user's meshes, ``<category>/<name>.obj`` in the user catalog folder, sorted."""
     folder = user_catalog_dir()
-    return sorted(folder.glob("*/*.obj")) if folder and folder.is_dir() else []
+    return sorted(folder.glob("*/*.obj")) if folder.is_dir() else []
 
 
 @dataclass(frozen=True)

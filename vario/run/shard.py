@@ -26,6 +26,7 @@ from generators.contract import registry
 from generators.labels import archive as arc
 from generators.labels import tables
 from generators.scene import catalog
+from generators.settings import settings
 
 _REQUIRED = ("job.json", *(f"labels/{t}.parquet" for t in arc.LABEL_TABLES))
 
@@ -90,7 +91,7 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
 
 
 def default_workers() -> int:
-    return int(os.environ.get("VARIO_WORKERS", os.cpu_count() or 1))
+    return settings().workers
 
 
 def run_shard(

@@ -1,0 +1,69 @@
+"""Vario's settings: every environment variable and default path, read in one place.
+
+Each field reads ``VARIO_<NAME>`` (``DAGSTER_HOME`` for the Dagster instance), and relative
+paths are taken from the working directory, so a checkout run from its root keeps ``data/``,
+``.dagster_home/`` and ``batch_templates/`` beside the code and nothing is tied to where the
+package is installed. The SDK, the platform, the Dagster wiring and the CLI all read
+``settings()``; it lives in the lowest layer so that render workers read the same values.
+Settings are read afresh on each call: a test or a command that changes the environment is
+seen at once, and nothing is cached behind its back.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VARIO_", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="The data folder (inbox, archives, tables).")
+    dagster_home: Path = Field(
+        Path(".dagster_home"),
+        validation_alias=AliasChoices("DAGSTER_HOME"),
+        description="The Dagster instance's folder (SQLite storage unless its dagster.yaml "
+        "says otherwise).",
+    )
+    templates_dir: Path = Field(
+        Path("batch_templates"), description="Batch templates and their dataset tests files."
+    )
+    catalog_dir: Path | None = Field(
+        None, description="User meshes (<category>/<name>.obj); default <data_dir>/catalog."
+    )
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "vario", description="Generated catalog assets (primitives)."
+    )
+    job_time_limit: float = Field(
+        3600.0, gt=0, description="Seconds before an isolated (Cycles) job is stopped."
+    )
+    workers: int = Field(
+        os.cpu_count() or 1, ge=1, le=512, description="Worker processes per shard run."
+    )
+    sensor_interval: int = Field(15, ge=1, description="Seconds between sensor evaluations.")
+    nightly_template: str | None = Field(
+        None, description="Template the nightly schedule regenerates (on when set)."
+    )
+    nightly_cron: str = Field("0 2 * * *", description="When the nightly schedule runs.")
+    force_egl: bool = Field(False, description="Use PyBullet's EGL renderer without a GPU.")
+    s3_bucket: str | None = Field(None, description="S3 bucket; the data folder mirrors it.")
+    s3_prefix: str = Field("vario", description="Key prefix of the data in the bucket.")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint URL.")
+    s3_region: str | None = Field(None, description="S3 region.")
+
+    @field_validator("data_dir", "dagster_home", "templates_dir", "catalog_dir", "cache_dir")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        return path.expanduser().absolute() if path is not None else None
+
+    @property
+    def user_catalog_dir(self) -> Path:
+        return self.catalog_dir or self.data_dir / "catalog"
+
+
+def settings() -> Settings:
+    """The settings as the environment gives them now."""
+    return Settings()

@@ -1,8 +1,9 @@
-"""The ``vario`` command line: inspect generators, run jobs, plan and submit batches, query
-the dataset, open the UI.
+"""The ``vario`` command line: inspect generators, run jobs, plan, submit and run batches, test
+and query the dataset, open the UI.
 
 Usage errors (an unknown generator, an invalid parameter or spec) exit with code 2 before
-anything is written.
+anything is written. Heavy modules (Dagster, the renderers, DuckDB) are imported inside the
+commands that need them, so ``vario --help`` and ``vario generators list`` answer at once.
 """
 
 from __future__ import annotations
@@ -14,50 +15,53 @@ import sys
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
-from dagster_project.resources import resolved_storage
-from generators.contract import registry
-from generators.params import ParameterError, describe, parse_assignments, validate
-from generators.settings import settings
-from vario.batch.plan import plan
-from vario.batch.spec import SpecError, load_spec
-from vario.store.layout import DataStore
+from dagster_project import wheel_tags
 
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
+SPEC = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 def _generator(name: str):
+    from dagster_project.console import fail
+    from generators.contract import registry
+
     try:
         return registry.get(name)
     except KeyError as exc:
-        _fail(exc.args[0])
+        fail(exc.args[0])
 
 
 def _plan(spec_path: Path):
+    from dagster_project.console import fail
+    from vario.batch.plan import plan
+    from vario.batch.spec import SpecError, load_spec
+
     try:
         return plan(load_spec(spec_path))
     except SpecError as exc:
-        _fail(f"invalid batch spec {spec_path}:\n  " + "\n  ".join(exc.messages))
+        fail(f"invalid batch spec {spec_path}:\n  " + "\n  ".join(exc.messages))
 
 
-def _table(rows: list[tuple], header: tuple, max_width: int = 40) -> str:
-    """Aligned columns; a cell longer than ``max_width`` is printed whole and overflows."""
-    widths = [
-        min(max(len(str(r[i])) for r in [header, *rows]), max_width) for i in range(len(header))
-    ]
-    return "\n".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in [header, *rows]
-    )
+def _store():
+    from generators.settings import settings
+    from vario.store.layout import DataStore
+
+    return DataStore(settings().data_dir)
+
+
+def _existing_batch(name: str):
+    from dagster_project.console import fail
+
+    store = _store()
+    if name not in store.batches():
+        fail(f"no batch {name!r} in {store.root}; batches: {', '.join(store.batches()) or '-'}")
+    return store
 
 
 @click.group()
 def main() -> None:
     """Vario: synthetic, perfectly labelled data for computer vision."""
+    wheel_tags.repair()
 
 
 @main.group()
@@ -68,8 +72,11 @@ def generators() -> None:
 @generators.command("list")
 def generators_list() -> None:
     """Name, version and description of every installed generator."""
-    for name, cls in registry.available().items():
-        click.echo(f"{name:<16} {cls.version:<8} {cls.description}")
+    from dagster_project.console import table
+    from generators.contract import registry
+
+    rows = [(n, c.version, c.description) for n, c in registry.available().items()]
+    table(rows, ("generator", "version", "description"))
 
 
 @generators.command("show")
@@ -77,6 +84,9 @@ def generators_list() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the parameters' JSON Schema.")
 def generators_show(name: str, as_json: bool) -> None:
     """Every parameter of a generator: type, default, allowed values, description."""
+    from dagster_project.console import out, table
+    from generators.params import describe
+
     gen = _generator(name)
     if as_json:
         click.echo(json.dumps(gen.Params.model_json_schema(), indent=2))
@@ -85,29 +95,8 @@ def generators_show(name: str, as_json: bool) -> None:
         (d.name, d.type, json.dumps(d.default), d.allowed, d.description)
         for d in describe(gen.Params)
     ]
-    click.echo(f"{gen.name} {gen.version}: {gen.description}\n")
-    click.echo(_table(rows, ("parameter", "type", "default", "allowed", "description")))
-
-
-def _run(name, assignments, seed, out, batch_id, preview=False, time_limit=None):
-    gen = _generator(name)
-    if preview:
-        assignments = [*assignments, "renderer=tiny"]
-    try:
-        params = validate(gen.Params, parse_assignments(gen.Params, assignments))
-    except ParameterError as exc:
-        _fail(f"invalid parameters for {name}:\n  " + "\n  ".join(exc.messages))
-    # SIGTERM unwinds like Ctrl-C, so the partial archive is removed (SIGKILL leaves only it)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    with tqdm(desc=f"{name} seed={seed}", unit="frame") as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        return gen.run(
-            params, seed, out, batch_id=batch_id, on_frame=progress, time_limit=time_limit
-        )
+    out.print(f"[bold]{gen.name}[/] {gen.version}: {gen.description}")
+    table(rows, ("parameter", "type", "default", "allowed", "description"))
 
 
 @main.command("run")
@@ -120,72 +109,153 @@ def _run(name, assignments, seed, out, batch_id, preview=False, time_limit=None)
 @click.option("--time-limit", type=float, help="Seconds before an isolated job is stopped.")
 def run(generator, assignments, seed, out, batch_id, preview, time_limit) -> None:
     """Run one job of GENERATOR and print where its archive is (exit 1 if it failed)."""
-    out = out or settings().data_dir / "jobs"
-    result = _run(generator, list(assignments), seed, out, batch_id, preview, time_limit)
+    from dagster_project.console import err, fail, progress
+    from generators.params import ParameterError, parse_assignments, validate
+    from generators.settings import settings
+
+    gen = _generator(generator)
+    assignments = [*assignments, "renderer=tiny"] if preview else list(assignments)
+    try:
+        params = validate(gen.Params, parse_assignments(gen.Params, assignments))
+    except ParameterError as exc:
+        fail(f"invalid parameters for {generator}:\n  " + "\n  ".join(exc.messages))
+    # SIGTERM unwinds like Ctrl-C, so the partial archive is removed (SIGKILL leaves only it)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    with progress() as bar:
+        task = bar.add_task(f"{generator} seed={seed} frames", total=None, note="")
+        result = gen.run(
+            params,
+            seed,
+            out or settings().data_dir / "jobs",
+            batch_id=batch_id,
+            on_frame=lambda done, total: bar.update(task, completed=done, total=total),
+            time_limit=time_limit,
+        )
     if result.archive is None:
-        click.echo(f"error: job {result.job_id} failed: {result.error}", err=True)
+        err.print(f"error: job {result.job_id} failed: {result.error}", markup=False)
         sys.exit(1)
     click.echo(str(result.archive))
 
 
 @main.group()
 def batch() -> None:
-    """Plan, submit and follow batches (see docs/batches.md for the spec)."""
+    """Plan, submit, run and follow batches (see docs/batches.md for the spec)."""
 
 
 @batch.command("plan")
-@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("spec", type=SPEC)
 @click.option("--show", default=5, show_default=True, help="Jobs to print.")
 def batch_plan(spec: Path, show: int) -> None:
     """Validate SPEC and print its jobs and shards; runs nothing, writes nothing."""
-    batch_plan = _plan(spec)
-    manifest = batch_plan.manifest
-    s = batch_plan.spec
-    click.echo(
+    from dagster_project.console import out, table
+
+    planned = _plan(spec)
+    manifest, s = planned.manifest, planned.spec
+    out.print(
         f"batch {s.name}: {manifest.num_rows} jobs of {s.generator} ({s.renderer}), "
-        f"{len(batch_plan.shards)} shards of up to {s.shard_size}"
+        f"{len(planned.shards)} shards of up to {s.shard_size}"
     )
     varying = list(s.sampler.ranges) if s.sampler else sorted({k for j in s.jobs for k in j})
     rows = []
     for r in manifest.slice(0, show).to_pylist():
         params = json.loads(r["params_json"])
-        rows.append(
-            (
-                r["job_index"],
-                r["job_id"],
-                r["shard"],
-                r["seed"],
-                *(_short(params.get(k)) for k in varying),
-            )
-        )
-    click.echo(_table(rows, ("job", "job_id", "shard", "seed", *varying)))
+        values = (_short(params.get(k)) for k in varying)
+        rows.append((r["job_index"], r["job_id"], r["shard"], r["seed"], *values))
+    table(rows, ("job", "job_id", "shard", "seed", *varying))
 
 
 def _short(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
 
 
+def _refuse_conflict(planned) -> None:
+    """A batch name already taken by another spec is an error before anything is submitted."""
+    from dagster_project.console import fail
+
+    store = _store()
+    path = store.spec_path(planned.spec.name)
+    if path.exists() and path.read_text() != planned.spec.model_dump_json(indent=2):
+        fail(f"batch {planned.spec.name!r} exists with another spec ({path}); rename the batch")
+
+
 @batch.command("submit")
-@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("spec", type=SPEC)
 def batch_submit(spec: Path) -> None:
     """Validate SPEC and drop it into the inbox, where the Dagster sensor picks it up."""
-    batch_plan = _plan(spec)
+    from dagster_project.resources import resolved_storage
+
+    planned = _plan(spec)
+    _refuse_conflict(planned)
     target = resolved_storage().submit(spec)
     click.echo(
-        f"submitted {batch_plan.spec.name} ({batch_plan.manifest.num_rows} jobs, "
-        f"{len(batch_plan.shards)} shards): {target}"
+        f"submitted {planned.spec.name} ({planned.manifest.num_rows} jobs, "
+        f"{len(planned.shards)} shards): {target}"
     )
+
+
+@batch.command("run")
+@click.argument("spec", type=SPEC)
+@click.option("--workers", type=click.IntRange(1, 512), help="Worker processes per shard.")
+@click.option("--verbose", is_flag=True, help="Print Dagster's event log too.")
+def batch_run(spec: Path, workers: int | None, verbose: bool) -> None:
+    """Run SPEC to completion without a daemon: shards, dataset, dataset tests, export.
+
+    The runs go through the same sensors and jobs as in deployment and are recorded in the
+    project's Dagster instance (the UI lists them). Exit 0 when done and the tests pass, 1 when
+    jobs failed beyond the batch's tolerance or an ERROR test failed, 2 for an invalid spec.
+    """
+    planned = _plan(spec)
+    _refuse_conflict(planned)
+    sys.exit(_run_batch(spec, planned, workers, verbose))
+
+
+def _run_batch(spec: Path, planned, workers: int | None, verbose: bool) -> int:
+    """Run a planned batch with a progress bar and print its summary; the exit code."""
+    from dagster_project.console import progress, quiet_dagster
+
+    if workers:
+        os.environ["VARIO_WORKERS"] = str(workers)  # the setting every shard run reads
+    log_level = quiet_dagster(verbose)
+    from dagster_project.local_run import run_batch
+
+    total = planned.manifest.num_rows
+    with progress() as bar:
+        task = bar.add_task(f"batch {planned.spec.name} jobs", total=total, note="")
+
+        def on_progress(done: int, failed: int) -> None:
+            bar.update(task, completed=done + failed, note=f"{failed} failed" if failed else "")
+
+        outcome = run_batch(spec, planned, on_progress=on_progress, log_level=log_level)
+    _print_outcome(outcome)
+    return 1 if outcome.failed_runs or outcome.blocking_failures or not outcome.runs else 0
+
+
+def _print_outcome(outcome) -> None:
+    from dagster_project.console import out, table
+
+    ran = [r for r in outcome.runs if not r.skipped]
+    out.print(
+        f"{len(ran)} runs ({len(outcome.runs) - len(ran)} done before), "
+        f"{len(outcome.failed_runs)} failed; recorded in the Dagster instance"
+    )
+    for r in outcome.failed_runs:
+        out.print(f"  [red]FAILED[/] {r.job_name} {r.partition or ''}")
+    if outcome.checks:
+        rows = [
+            (c.check_name, "pass" if c.passed else "FAIL", c.severity.value, c.description or "")
+            for c in outcome.checks
+        ]
+        table(rows, ("check", "result", "severity", "detail"), title="dataset tests")
 
 
 @batch.command("status")
 @click.argument("name")
 def batch_status(name: str) -> None:
     """Jobs done, failed and pending, per shard and in all."""
+    from dagster_project.console import table
     from vario.run import shard as sh
 
-    store = DataStore(settings().data_dir)
-    if name not in store.batches():
-        _fail(f"no batch {name!r} in {store.root}; batches: {', '.join(store.batches()) or '-'}")
+    store = _existing_batch(name)
     manifest, out = store.manifest(name), store.archive_dir(name)
     counts: dict[str, dict[str, int]] = {}
     for r in manifest.to_pylist():
@@ -198,7 +268,7 @@ def batch_status(name: str) -> None:
         counts.setdefault(r["shard"], {"done": 0, "failed": 0, "pending": 0})[state] += 1
     rows = [(s, c["done"], c["failed"], c["pending"]) for s, c in sorted(counts.items())]
     total = tuple(sum(r[i] for r in rows) for i in (1, 2, 3))
-    click.echo(_table([*rows, ("all", *total)], ("shard", "done", "failed", "pending")))
+    table([*rows, ("all", *total)], ("shard", "done", "failed", "pending"))
 
 
 @main.group()
@@ -206,23 +276,21 @@ def dataset() -> None:
     """Test a batch's data like code."""
 
 
-def _tests_option(command):
-    return click.option(
-        "--tests",
-        "tests_file",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="Thresholds [default: batch_templates/<template>.tests.yaml].",
-    )(command)
-
-
-def _batch_and_tests(batch: str, tests_file: Path | None):
-    """The data folder and the batch's dataset tests (exit 2 if either is wrong)."""
+@dataset.command("test")
+@click.argument("batch")
+@click.option(
+    "--tests",
+    "tests_file",
+    type=SPEC,
+    help="Thresholds [default: batch_templates/<template>.tests.yaml].",
+)
+def dataset_test(batch: str, tests_file: Path | None) -> None:
+    """Run and record the dataset tests of BATCH; exit 1 when an ERROR check fails."""
+    from dagster_project.console import fail, table
     from dagster_project.resources import dataset_tests
     from vario.quality import checks as quality
 
-    store = DataStore(settings().data_dir)
-    if batch not in store.batches():
-        _fail(f"no batch {batch!r} in {store.root}; batches: {', '.join(store.batches()) or '-'}")
+    store = _existing_batch(batch)
     try:
         tests = (
             quality.load_tests(tests_file)
@@ -230,34 +298,28 @@ def _batch_and_tests(batch: str, tests_file: Path | None):
             else dataset_tests().for_spec(store.spec(batch))
         )
     except quality.TestsFileError as exc:
-        _fail("invalid dataset tests:\n  " + "\n  ".join(exc.messages))
-    return store, tests
-
-
-@dataset.command("test")
-@click.argument("batch")
-@_tests_option
-def dataset_test(batch: str, tests_file: Path | None) -> None:
-    """Run the dataset tests of BATCH; exit 1 when a check of ERROR severity fails."""
-    from vario.quality import checks as quality
-
-    store, tests = _batch_and_tests(batch, tests_file)
+        fail("invalid dataset tests:\n  " + "\n  ".join(exc.messages))
     results = quality.run_checks(store, batch, tests)
+    quality.record_results(store, batch, results)
     rows = [(r.name, "pass" if r.passed else "FAIL", r.severity, r.message[:120]) for r in results]
-    click.echo(_table(rows, ("check", "result", "severity", "detail")))
+    table(rows, ("check", "result", "severity", "detail"))
     if any(r.blocking for r in results):
         sys.exit(1)
 
 
 @dataset.command("report")
 @click.argument("batch")
-@_tests_option
-def dataset_report(batch: str, tests_file: Path | None) -> None:
-    """Write BATCH's HTML dataset report (tests and plots) and print its path."""
+def dataset_report(batch: str) -> None:
+    """Write BATCH's HTML dataset report from its recorded test results; print its path."""
+    from dagster_project.console import fail
+    from vario.quality import checks as quality
     from vario.quality.report import write_report
 
-    store, tests = _batch_and_tests(batch, tests_file)
-    path, _, _ = write_report(store, batch, tests)
+    store = _existing_batch(batch)
+    results = quality.recorded_results(store, batch)
+    if results is None:
+        fail(f"no recorded dataset tests for {batch!r}: run `vario dataset test {batch}` first")
+    path, _ = write_report(store, batch, results)
     click.echo(str(path))
 
 
@@ -268,18 +330,20 @@ def query(sql: str, max_rows: int) -> None:
     """Run a read-only SQL query over the dataset's views: jobs, frames, objects, events."""
     import duckdb
 
-    from vario.store import views as dataset
+    from dagster_project.console import fail
+    from dagster_project.resources import resolved_storage
+    from vario.store import views
 
     statements = duckdb.extract_statements(sql)
     allowed = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
     if len(statements) != 1 or statements[0].type not in allowed:
-        _fail("vario query runs one read-only statement (SELECT, WITH ... SELECT, EXPLAIN)")
+        fail("vario query runs one read-only statement (SELECT, WITH ... SELECT, EXPLAIN)")
     storage = resolved_storage()
-    con = dataset.connect(storage.store, storage.arrow_filesystem())
+    con = views.connect(storage.store, storage.arrow_filesystem())
     try:
         relation = con.sql(sql)
     except duckdb.Error as exc:
-        _fail(str(exc))
+        fail(str(exc))
     relation.show(max_rows=max_rows)
 
 
@@ -290,22 +354,22 @@ def ui(port: int) -> None:
     from dagster_project.instance import dagster_home
 
     dagster_home()
-    os.execvp(
-        sys.executable,
-        [
-            sys.executable,
-            *("-m", "dagster", "dev", "-m", "dagster_project.definitions", "-p", str(port)),
-        ],
-    )
+    command = ("-m", "dagster", "dev", "-m", "dagster_project.definitions", "-p", str(port))
+    os.execvp(sys.executable, [sys.executable, *command])
 
 
 @main.command("demo")
-def demo() -> None:
-    """Run a small batch through Dagster (real materialisations, kept in the project's
-    instance) and slice its labels with DuckDB."""
-    from dagster_project.demo import run_demo
+@click.option("--workers", type=click.IntRange(1, 512), help="Worker processes per shard.")
+@click.option("--verbose", is_flag=True, help="Print Dagster's event log too.")
+def demo(workers: int | None, verbose: bool) -> None:
+    """Run the demo batch through Dagster (real runs, kept in the project's instance), test
+    it, and slice its labels with DuckDB."""
+    from dagster_project.demo import print_summary, template
 
-    run_demo()
+    spec = template()
+    code = _run_batch(spec, _plan(spec), workers, verbose)
+    print_summary()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

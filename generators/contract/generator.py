@@ -9,12 +9,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from generators.contract.domain import Domain
-from generators.job import JobResult, run_job
 from generators.params import GeneratorParams
 from generators.scene.description import Scene
+
+if TYPE_CHECKING:
+    from generators.job import JobResult
 
 
 class Generator(ABC):
@@ -44,6 +46,8 @@ class Generator(ABC):
         ``time_limit`` (seconds) applies to isolated (Cycles) jobs; a job past it, or one
         whose worker crashes, comes back with status ``failed`` and no archive.
         """
+        from generators.job import run_job  # the whole pipeline; describing needs none of it
+
         return run_job(
             self,
             params,

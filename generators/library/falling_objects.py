@@ -13,14 +13,18 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
-from scipy.spatial.transform import Rotation
 
 from generators.contract.domain import Domain
 from generators.contract.generator import Generator
 from generators.render.base import ClipParams
 from generators.scene.catalog import DISTRACTOR, OBJECT_CATEGORIES, PYBULLET_DATA, default_catalog
 from generators.scene.description import Camera, Light, Material, Scene, SceneObject
-from generators.scene.geometry import look_at, quat_wxyz, spherical_to_cartesian
+from generators.scene.geometry import (
+    look_at,
+    quat_wxyz,
+    random_rotation,
+    spherical_to_cartesian,
+)
 from generators.scene.placement import free_spot, kelvin_to_rgb, random_color
 
 CATEGORIES = (*OBJECT_CATEGORIES, DISTRACTOR)
@@ -162,7 +166,7 @@ class FallingObjectsGenerator(Generator):
                     asset_id=asset,
                     category=category,
                     position=tuple(position),
-                    quaternion=quat_wxyz(Rotation.random(rng=rng)),
+                    quaternion=quat_wxyz(random_rotation(rng)),
                     scale=(scale, scale, scale),
                     mass=entry.mass * scale**3,
                     linear_velocity=(speed * np.cos(heading), speed * np.sin(heading), 0.0),

@@ -12,7 +12,6 @@ from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import AfterValidator, Field, WithJsonSchema
-from scipy.spatial.transform import Rotation
 
 from generators.contract.domain import Domain
 from generators.contract.generator import Generator
@@ -26,7 +25,12 @@ from generators.scene.catalog import (
     object_categories,
 )
 from generators.scene.description import Camera, Light, Material, Scene, SceneObject
-from generators.scene.geometry import look_at, quat_wxyz, spherical_to_cartesian
+from generators.scene.geometry import (
+    look_at,
+    quat_wxyz,
+    random_rotation,
+    spherical_to_cartesian,
+)
 from generators.scene.placement import free_spot, jitter_hue, kelvin_to_rgb
 
 # Choices come from the catalog: built-in categories and the user's, checked against the
@@ -175,7 +179,7 @@ class TabletopGenerator(Generator):
                     asset_id=entry.asset_id,
                     category=entry.category,
                     position=tuple(position),
-                    quaternion=quat_wxyz(Rotation.random(rng=rng)),
+                    quaternion=quat_wxyz(random_rotation(rng)),
                     mass=entry.mass,
                     material=Material(
                         color=jitter_hue(entry.color, params.color_jitter, looks),

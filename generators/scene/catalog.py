@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pybullet_data
-import trimesh
 
 from generators.settings import settings
 
@@ -78,6 +77,8 @@ class AssetEntry:
 
 @functools.lru_cache(maxsize=2048)
 def mesh_info(path: Path) -> MeshInfo:
+    import trimesh  # on first use: it imports scipy and networkx, which listing generators skips
+
     mesh = trimesh.load(path, force="mesh")
     mesh.merge_vertices(merge_tex=True, merge_norm=True)  # UV seams split otherwise-closed meshes
     lo, hi = mesh.bounds
@@ -110,12 +111,12 @@ _NAMED = {
     "tray": ("tray/tray_textured.obj", None, 0.6, (1, 1, 1, 1), "tray/tray.jpg", 0.0),
 }
 
-# Primitives made with trimesh, in metres (scale 1).
+# Primitives made with trimesh.creation, in metres (scale 1): function name and arguments.
 _PRIMITIVES = {
-    "cylinder": lambda: trimesh.creation.cylinder(radius=0.025, height=0.07, sections=32),
-    "cone": lambda: trimesh.creation.cone(radius=0.03, height=0.07, sections=32),
-    "torus": lambda: trimesh.creation.torus(major_radius=0.03, minor_radius=0.012),
-    "capsule": lambda: trimesh.creation.capsule(height=0.05, radius=0.018, count=[16, 16]),
+    "cylinder": ("cylinder", {"radius": 0.025, "height": 0.07, "sections": 32}),
+    "cone": ("cone", {"radius": 0.03, "height": 0.07, "sections": 32}),
+    "torus": ("torus", {"major_radius": 0.03, "minor_radius": 0.012}),
+    "capsule": ("capsule", {"height": 0.05, "radius": 0.018, "count": [16, 16]}),
 }
 _PRIMITIVE_COLORS = {
     "cylinder": (0.2, 0.8, 0.3, 1),
@@ -134,8 +135,12 @@ def _primitive_mesh(name: str) -> Path:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".obj.tmp")
+        import trimesh
+
+        make, arguments = _PRIMITIVES[name]
+        mesh = getattr(trimesh.creation, make)(**arguments)
         with os.fdopen(fd, "w") as f:
-            f.write(trimesh.exchange.obj.export_obj(_PRIMITIVES[name](), include_texture=False))
+            f.write(trimesh.exchange.obj.export_obj(mesh, include_texture=False))
         os.replace(tmp, path)
     return path
 

@@ -7,8 +7,13 @@ Camera frame: OpenCV (x right, y down, z forward).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from scipy.spatial.transform import Rotation
+
+if TYPE_CHECKING:
+    from numpy.random import Generator
+    from scipy.spatial.transform import Rotation
 
 Quat = tuple[float, float, float, float]
 Vec3 = tuple[float, float, float]
@@ -17,8 +22,16 @@ Vec3 = tuple[float, float, float]
 _CV_TO_GL = np.diag([1.0, -1.0, -1.0])
 
 
+def _rotation_class() -> type[Rotation]:
+    """scipy's ``Rotation``, imported on first use: scipy takes a while to import, and
+    inspecting generators (``vario generators list``) needs none of it."""
+    from scipy.spatial.transform import Rotation
+
+    return Rotation
+
+
 def rotation(quat_wxyz: Quat | np.ndarray) -> Rotation:
-    return Rotation.from_quat(np.asarray(quat_wxyz, dtype=float), scalar_first=True)
+    return _rotation_class().from_quat(np.asarray(quat_wxyz, dtype=float), scalar_first=True)
 
 
 def quat_wxyz(rot: Rotation) -> Quat:
@@ -32,7 +45,7 @@ def to_pybullet_quat(q: Quat | np.ndarray) -> Quat:
 
 def from_pybullet_quat(q: Quat | np.ndarray) -> Quat:
     x, y, z, w = q
-    return quat_wxyz(Rotation.from_quat([x, y, z, w]))
+    return quat_wxyz(_rotation_class().from_quat([x, y, z, w]))
 
 
 def look_at(eye: np.ndarray, target: np.ndarray, up: Vec3 = (0.0, 0.0, 1.0)) -> Rotation:
@@ -44,7 +57,12 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: Vec3 = (0.0, 0.0, 1.0)) -> 
         right = np.cross(forward, (0.0, 1.0, 0.0))
     right /= np.linalg.norm(right)
     down = np.cross(forward, right)
-    return Rotation.from_matrix(np.column_stack([right, down, forward]))
+    return _rotation_class().from_matrix(np.column_stack([right, down, forward]))
+
+
+def random_rotation(rng: Generator) -> Rotation:
+    """A rotation drawn uniformly from the given random stream."""
+    return _rotation_class().random(rng=rng)
 
 
 def spherical_to_cartesian(distance: float, azimuth_deg: float, elevation_deg: float) -> np.ndarray:

@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import importlib
+import os
+import sys
+from collections.abc import Iterator
+from types import ModuleType
+
 import numpy as np
-import pybullet as pb
 
 from generators.scene.catalog import AssetEntry, Catalog
 from generators.scene.description import SceneObject
 from generators.scene.geometry import to_pybullet_quat
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: C code's fprintf bypasses ``sys.stderr``, and C's
+    own buffers are flushed before the descriptor is restored. Exceptions still propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        ctypes.CDLL(None).fflush(None)
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _import_pybullet() -> ModuleType:
+    """pybullet prints its build time to stderr when imported; users see progress, not that."""
+    if "pybullet" in sys.modules:
+        return sys.modules["pybullet"]
+    with _stderr_silenced():
+        return importlib.import_module("pybullet")
+
+
+pb = _import_pybullet()
 
 
 def connect() -> int:

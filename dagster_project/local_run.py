@@ -1,0 +1,190 @@
+"""A batch run to completion from a terminal or a script, without the Dagster daemon.
+
+It takes the path a deployment takes: the spec goes into the inbox; the inbox sensor is
+evaluated in process against the project's instance; the partitions it asks for are added
+and every run it requests is executed in process; then the completion sensor is evaluated
+and its runs (the dataset, and the release: dataset tests as blocking checks, then the
+export) are executed the same way. Each run is tagged with the sensor's name and run key,
+which is how Dagster's sensor daemon recognises runs it already launched, so starting
+``vario ui`` afterwards launches nothing for this batch again, and a repeated ``batch run``
+skips runs that already succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+
+from dagster_project.definitions import defs
+from dagster_project.instance import dagster_home
+from dagster_project.resources import resolved_storage, storage
+from dagster_project.sensors import batch_complete_sensor, inbox_sensor
+from vario.batch.plan import Plan
+from vario.store.layout import DataStore
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    job_name: str
+    partition: str | None
+    success: bool
+    skipped: bool = False  # an earlier run with this run key had succeeded
+
+
+@dataclass
+class BatchRun:
+    batch: str
+    runs: list[RunOutcome] = field(default_factory=list)
+    checks: list[dg.AssetCheckEvaluation] = field(default_factory=list)
+
+    @property
+    def failed_runs(self) -> list[RunOutcome]:
+        return [r for r in self.runs if not r.success]
+
+    @property
+    def blocking_failures(self) -> list[dg.AssetCheckEvaluation]:
+        return [
+            c for c in self.checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR
+        ]
+
+
+def _quiet(log_level: str) -> dict:
+    """Run config that keeps Dagster's event log in the instance (and the UI): the console
+    logger prints only at ``log_level`` and above."""
+    return {"loggers": {"console": {"config": {"log_level": log_level}}}}
+
+
+def _succeeded_before(instance: dg.DagsterInstance, run_key: str, sensor: str) -> bool:
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key}))
+    return any(
+        r.tags.get(SENSOR_NAME_TAG) == sensor and r.status == dg.DagsterRunStatus.SUCCESS
+        for r in runs
+    )
+
+
+def _execute(
+    instance: dg.DagsterInstance, sensor: str, request: dg.RunRequest, log_level: str
+) -> tuple[RunOutcome, dg.ExecuteInProcessResult | None]:
+    if request.run_key and _succeeded_before(instance, request.run_key, sensor):
+        return RunOutcome(request.job_name, request.partition_key, True, skipped=True), None
+    tags = {**request.tags, SENSOR_NAME_TAG: sensor}
+    if request.run_key:
+        tags[RUN_KEY_TAG] = request.run_key
+    result = defs.resolve_job_def(request.job_name).execute_in_process(
+        run_config=_quiet(log_level),
+        instance=instance,
+        partition_key=request.partition_key,
+        tags=tags,
+        raise_on_error=False,
+    )
+    return RunOutcome(request.job_name, request.partition_key, result.success), result
+
+
+def _evaluate(
+    sensor: dg.SensorDefinition, instance: dg.DagsterInstance, verbose: bool
+) -> dg.SensorResult:
+    """One tick of ``sensor``, with its partition requests applied as the daemon would. The
+    sensor's log lines (the daemon keeps them with the tick) are printed only if ``verbose``:
+    Dagster builds a sensor's console logger on first use, bound to the ``sys.stderr`` of
+    that moment, so they are caught by redirecting it."""
+    captured = io.StringIO()
+    with (
+        contextlib.redirect_stderr(captured),
+        dg.build_sensor_context(instance=instance, resources={"storage": storage()}) as ctx,
+    ):
+        result = sensor(ctx)
+    if verbose:
+        sys.stderr.write(captured.getvalue())
+    if not isinstance(result, dg.SensorResult):  # a generator of run requests
+        result = dg.SensorResult(run_requests=list(result or []))
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
+
+
+def watch_jobs(
+    store: DataStore, plan: Plan, on_progress: Callable[[int, int], None]
+) -> Callable[[], None]:
+    """Report (done, failed) jobs of the batch twice a second from the archives folder, in a
+    background thread, until the returned function is called."""
+    folder = store.archive_dir(plan.spec.name)
+    job_ids = set(plan.manifest.column("job_id").to_pylist())
+    stop = threading.Event()
+
+    def poll() -> None:
+        while True:
+            names = {p.name for p in folder.iterdir()} if folder.exists() else set()
+            done = sum(f"{j}.zip" in names for j in job_ids)
+            failed = sum(f"{j}.failed.json" in names for j in job_ids)
+            on_progress(done, failed)
+            if stop.wait(0.5):
+                return
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+
+    def finish() -> None:
+        stop.set()
+        thread.join()
+
+    return finish
+
+
+def _ours(request: dg.RunRequest, batch: str) -> bool:
+    """Whether a completion-sensor request is for ``batch`` (others are left to the daemon)."""
+    return request.partition_key == batch or (request.run_key or "").startswith(f"dataset:{batch}:")
+
+
+def run_batch(
+    spec_path: Path,
+    plan: Plan,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_run: Callable[[RunOutcome], None] | None = None,
+    log_level: str = "ERROR",
+) -> BatchRun:
+    """Submit a planned spec and run it, its dataset and its release to completion. Every run
+    the inbox sensor requests is executed (another spec waiting in the inbox runs too, as the
+    daemon would run it); of the completion sensor's, only this batch's."""
+    dagster_home()
+    instance = dg.DagsterInstance.get()
+    batch = plan.spec.name
+    outcome = BatchRun(batch)
+    resource = resolved_storage()
+    resource.submit(spec_path)
+    finish = watch_jobs(resource.store, plan, on_progress) if on_progress else (lambda: None)
+    try:
+        for request in _evaluate(inbox_sensor, instance, log_level == "DEBUG").run_requests:
+            _run(instance, inbox_sensor, request, outcome, on_run, log_level)
+        for request in _evaluate(
+            batch_complete_sensor, instance, log_level == "DEBUG"
+        ).run_requests:
+            if _ours(request, batch):
+                _run(instance, batch_complete_sensor, request, outcome, on_run, log_level)
+    finally:
+        finish()
+    return outcome
+
+
+def _run(
+    instance: dg.DagsterInstance,
+    sensor: dg.SensorDefinition,
+    request: dg.RunRequest,
+    outcome: BatchRun,
+    on_run: Callable[[RunOutcome], None] | None,
+    log_level: str,
+) -> None:
+    run, result = _execute(instance, sensor.name, request, log_level)
+    outcome.runs.append(run)
+    if on_run:
+        on_run(run)
+    if result is not None and request.job_name == "release_job":
+        outcome.checks = list(result.get_asset_check_evaluations())

@@ -1,0 +1,135 @@
+"""``vario batch run``: a batch to completion from a terminal, through the sensors' code path,
+recorded in the instance, quiet on the console, and complete in the daemon's eyes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+import yaml
+from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+
+SPEC = {
+    "name": "cli-run",
+    "generator": "tabletop",
+    "seed": 4,
+    "fixed": {"resolution": 64, "n_frames": 1, "n_objects": 3, "n_distractors": 0},
+    "sampler": {"kind": "sobol", "count": 4, "ranges": {"light_azimuth": [0, 360]}},
+    "shard_size": 2,
+}
+
+
+def vario(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dagster_project.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A fresh data folder and Dagster home, and the batch run once in them."""
+    root = tmp_path_factory.mktemp("project")
+    spec = root / "cli-run.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    env = {
+        **os.environ,
+        "VARIO_DATA_DIR": str(root / "data"),
+        "DAGSTER_HOME": str(root / "home"),
+        "VARIO_CACHE_DIR": str(root / "cache"),
+    }
+    first = vario(env, "batch", "run", str(spec), "--workers", "2")
+    return root, spec, env, first
+
+
+def test_batch_runs_to_completion_quietly(project):
+    root, _, _, result = project
+    assert result.returncode == 0, result.stdout + result.stderr
+    console = result.stdout + result.stderr
+    for noise in ("DEBUG", "Warning", "telemetry", "pybullet build time", " - dagster - "):
+        assert noise not in console, console
+    assert "4/4" in console  # the progress bar ended with every job
+    assert "integrity" in result.stdout and "5 runs (0 done before), 0 failed" in result.stdout
+    tables = root / "data" / "tables" / "objects" / "batch=cli-run"
+    assert sorted(p.name for p in tables.iterdir()) == [
+        "cli-run~00000.parquet",
+        "cli-run~00001.parquet",
+    ]
+
+
+def test_runs_are_in_the_instance_and_the_daemon_would_launch_nothing(project):
+    root, _, env, _ = project
+    from assets_defs.storage import StorageResource
+    from dagster_project.sensors import batch_complete_sensor, inbox_sensor
+
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+    try:
+        with dg.DagsterInstance.get() as instance:
+            runs = instance.get_runs()
+            jobs = sorted(r.job_name for r in runs)
+            assert jobs == [
+                "batch_manifest_job",
+                "dataset_job",
+                "release_job",
+                "render_shard_job",
+                "render_shard_job",
+            ]
+            assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+            storage = StorageResource(root=str(root / "data"))
+            for sensor in (inbox_sensor, batch_complete_sensor):
+                with dg.build_sensor_context(
+                    instance=instance, resources={"storage": storage}
+                ) as ctx:
+                    result = sensor(ctx)
+                requests = (
+                    result.run_requests if isinstance(result, dg.SensorResult) else list(result)
+                )
+                for request in requests:  # the daemon's own test: a run with this key and sensor
+                    existing = instance.get_runs(
+                        filters=dg.RunsFilter(tags={RUN_KEY_TAG: request.run_key})
+                    )
+                    assert any(r.tags.get(SENSOR_NAME_TAG) == sensor.name for r in existing), (
+                        request
+                    )
+            (release,) = [r for r in runs if r.job_name == "release_job"]
+            checks = instance.all_logs(
+                release.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            )
+            names = {e.dagster_event.event_specific_data.check_name for e in checks}
+            assert names == {"coverage", "bias", "balance", "edge_cases", "integrity"}
+    finally:
+        os.environ.pop("DAGSTER_HOME", None)
+
+
+def test_a_second_run_does_nothing_again(project):
+    _, spec, env, _ = project
+    again = vario(env, "batch", "run", str(spec))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0 runs (5 done before), 0 failed" in again.stdout
+
+
+def test_an_invalid_spec_exits_2_and_launches_nothing(project, tmp_path):
+    root, _, env, _ = project
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**SPEC, "name": "bad-run", "fixed": {"n_objects": 99}}))
+    result = vario(env, "batch", "run", str(bad))
+    assert result.returncode == 2
+    assert "n_objects" in result.stderr and "99" in result.stderr
+    assert not (root / "data" / "batches" / "bad-run").exists()
+    assert not (root / "data" / "inbox" / "bad.yaml").exists()
+
+
+def test_another_spec_under_a_taken_name_exits_2(project, tmp_path):
+    root, _, env, _ = project
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**SPEC, "seed": 5}))
+    result = vario(env, "batch", "run", str(other))
+    assert result.returncode == 2
+    assert "exists with another spec" in result.stderr
+    assert not (root / "data" / "inbox" / "other.yaml").exists()

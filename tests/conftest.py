@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dagster_project import wheel_tags
 from generators.labels.frame_labels import frame_labels
 from generators.library.tabletop import TabletopGenerator
 from generators.render.base import FrameImages
@@ -21,11 +22,21 @@ from generators.sim.physics import simulate
 SMALL = {"resolution": 96, "n_objects": 5, "n_distractors": 2, "n_frames": 3}
 
 
+wheel_tags.repair()  # a fresh `uv sync` installs bpy with a tag that makes uv reinstall it
+
+
 @pytest.fixture(autouse=True, scope="session")
-def _cache_dir(tmp_path_factory):
-    """Primitives are generated into a per-session cache, as on a fresh machine."""
+def _environment(tmp_path_factory):
+    """Every test session gets its own data folder, Dagster home and catalog cache (primitives
+    are generated into it, as on a fresh machine): nothing reads or writes the checkout's
+    ``data/`` or ``.dagster_home/``, and no user mesh there leaks into a test."""
     mp = pytest.MonkeyPatch()
-    mp.setenv("VARIO_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    for variable, folder in (
+        ("VARIO_CACHE_DIR", "cache"),
+        ("VARIO_DATA_DIR", "data"),
+        ("DAGSTER_HOME", "dagster_home"),
+    ):
+        mp.setenv(variable, str(tmp_path_factory.mktemp(folder)))
     default_catalog.cache_clear()
     yield
     mp.undo()

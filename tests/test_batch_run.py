@@ -12,6 +12,8 @@ import pytest
 import yaml
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
+from assets_defs.storage import StorageResource
+
 SPEC = {
     "name": "cli-run",
     "generator": "tabletop",
@@ -65,7 +67,6 @@ def test_batch_runs_to_completion_quietly(project):
 
 def test_runs_are_in_the_instance_and_the_daemon_would_launch_nothing(project, monkeypatch):
     root, _, env, _ = project
-    from assets_defs.storage import StorageResource
     from dagster_project.sensors import batch_complete_sensor, inbox_sensor
 
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
@@ -98,6 +99,28 @@ def test_runs_are_in_the_instance_and_the_daemon_would_launch_nothing(project, m
         )
         names = {e.dagster_event.event_specific_data.check_name for e in checks}
         assert names == {"coverage", "bias", "balance", "edge_cases", "integrity"}
+
+
+def test_every_asset_of_the_merged_definitions_materialises(project, monkeypatch):
+    """The batch run materialised every batch and dataset asset; the sample job adds the last
+    one, so each asset the UI shows has been materialised for real at least once."""
+    root, _, env, _ = project
+    from dagster_project.definitions import defs
+
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    with dg.DagsterInstance.get() as instance:
+        sample = defs.resolve_job_def("__ASSET_JOB").execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey("sample_job")],
+            run_config={
+                "ops": {"sample_job": {"config": {"assignments": ["n_frames=1", "resolution=64"]}}}
+            },
+            resources={"storage": StorageResource(root=str(root / "data"))},
+        )
+        assert sample.success
+        keys = defs.resolve_asset_graph().get_all_asset_keys()
+        missing = [k for k in keys if instance.get_latest_materialization_event(k) is None]
+        assert not missing
 
 
 def test_a_second_run_does_nothing_again(project):

@@ -1,19 +1,34 @@
-"""The whole Definitions load, and the sample asset materialises for real."""
+"""The whole merged Definitions load, and the sample asset materialises for real."""
 
 from __future__ import annotations
-
-import zipfile
 
 import dagster as dg
 
 from assets_defs.samples import sample_job
 from assets_defs.storage import StorageResource
 from dagster_project.definitions import defs
+from generators.labels import archive as arc
 
 
-def test_definitions_load():
+def test_definitions_load_with_every_domain():
     dg.Definitions.validate_loadable(defs)
-    assert defs.resolve_assets_def("sample_job") is not None
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {
+        "sample_job",
+        "batch_manifest",
+        "rendered_shard",
+        "shard_labels",
+        "dataset",
+        "batch_dataset",
+        "batch_export",
+    }
+    jobs = {"batch_manifest_job", "render_shard_job", "dataset_job", "release_job"}
+    assert jobs <= {j.name for j in defs.resolve_all_job_defs()}
+    assert {s.name for s in defs.sensors} == {
+        "inbox_sensor",
+        "batch_complete_sensor",
+        "catalog_sensor",
+    }
 
 
 def test_sample_job_materialises_an_archive(tmp_path):
@@ -27,8 +42,11 @@ def test_sample_job_materialises_an_archive(tmp_path):
     metadata = result.asset_materializations_for_node("sample_job")[0].metadata
     archive = metadata["archive"].value
     assert archive.startswith(str(tmp_path / "samples"))
-    assert metadata["frames"].value == 2 and metadata["objects"].value > 0
-    assert "labels/objects.parquet" in zipfile.ZipFile(archive).namelist()
+    tables = arc.read_tables(archive)
+    assert tables["frames"].num_rows == metadata["frames"].value == 2
+    assert tables["objects"].num_rows == metadata["objects"].value > 0
+    jobs = tables["jobs"].to_pylist()[0]
+    assert (jobs["param_n_objects"], jobs["param_resolution"], jobs["seed"]) == (3, 64, 5)
 
 
 def test_invalid_parameters_fail_the_run_with_the_field_error(tmp_path):
@@ -39,4 +57,8 @@ def test_invalid_parameters_fail_the_run_with_the_field_error(tmp_path):
         raise_on_error=False,
     )
     assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    error = failure.step_failure_data.user_failure_data
+    assert "invalid parameters for tabletop" in failure.step_failure_data.error.message
+    assert "n_objects" in error.metadata["errors"].value and "99" in error.metadata["errors"].value
     assert not (tmp_path / "samples").exists() or not list((tmp_path / "samples").iterdir())

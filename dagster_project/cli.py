@@ -348,13 +348,15 @@ def query(sql: str, max_rows: int) -> None:
 
 
 @main.command("ui")
+@click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3000, show_default=True)
-def ui(port: int) -> None:
+def ui(host: str, port: int) -> None:
     """Open the Dagster UI (and daemon) on the project's instance: ``dagster dev``."""
     from dagster_project.instance import dagster_home
 
     dagster_home()
-    command = ("-m", "dagster", "dev", "-m", "dagster_project.definitions", "-p", str(port))
+    definitions = ("-m", "dagster_project.definitions")
+    command = ("-m", "dagster", "dev", *definitions, "-h", host, "-p", str(port))
     os.execvp(sys.executable, [sys.executable, *command])
 
 

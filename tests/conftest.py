@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,14 @@ SMALL = {"resolution": 96, "n_objects": 5, "n_distractors": 2, "n_frames": 3}
 
 
 wheel_tags.repair()  # a fresh `uv sync` installs bpy with a tag that makes uv reinstall it
+
+# Test-only generators (tests/plugins), found through the entry-point group like any plugin;
+# on PYTHONPATH too, so worker processes and CLI subprocesses find them.
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+sys.path.insert(0, str(PLUGINS))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")])
+)
 
 
 @pytest.fixture(autouse=True, scope="session")

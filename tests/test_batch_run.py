@@ -149,3 +149,21 @@ def test_another_spec_under_a_taken_name_exits_2(project, tmp_path):
     assert result.returncode == 2
     assert "exists with another spec" in result.stderr
     assert not (root / "data" / "inbox" / "other.yaml").exists()
+
+
+def test_jobs_failing_beyond_tolerance_exit_1(project, tmp_path):
+    """Every job of the test-only ``faulty`` generator raises; the shards fail past their
+    tolerance, the run says which, and no dataset or release run follows."""
+    root, _, env, _ = project
+    spec = tmp_path / "faulty.yaml"
+    faulty = {**SPEC, "name": "faulty-run", "generator": "faulty", "max_failure_rate": 0.0}
+    spec.write_text(yaml.safe_dump({**faulty, "fixed": {**SPEC["fixed"], "fault": "raise"}}))
+    result = vario(env, "batch", "run", str(spec))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        "2 failed" in result.stdout and "FAILED render_shard_job faulty-run~00000" in result.stdout
+    )
+    records = sorted((root / "data" / "archives" / "faulty-run").glob("*.failed.json"))
+    assert len(records) == 4
+    assert all("faulty generator asked to fail" in r.read_text() for r in records)
+    assert not (root / "data" / "tables" / "jobs" / "batch=faulty-run").exists()

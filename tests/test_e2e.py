@@ -1,5 +1,7 @@
-"""End to end: the real Dagster webserver and daemon on loopback, a spec through the inbox,
-runs followed through Dagster's GraphQL API, the tables checked with DuckDB."""
+"""End to end: ``vario ui`` (the real Dagster webserver and daemon) on loopback, a spec
+through the inbox, runs followed through Dagster's GraphQL API, the tables and the export
+checked with DuckDB; and a batch run beforehand with ``vario batch run``, which the daemon
+must see as done."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ SPEC = {
     "fixed": {"resolution": 64, "n_objects": 2},
     "sampler": {"kind": "random", "count": 4, "ranges": {"light_azimuth": [0, 360]}},
 }
+BEFORE = {**SPEC, "name": "before", "seed": 2, "sampler": {**SPEC["sampler"], "count": 2}}
 
 
 def _free_port() -> int:
@@ -50,6 +53,14 @@ def _graphql(port: int, query: str) -> dict:
 
 def _runs(port: int) -> list[dict]:
     return _graphql(port, RUNS)["runsOrError"]["results"]
+
+
+def _batch_of(run: dict) -> str:
+    """The batch a run belongs to: its partition (batch or shard) or its dataset run key."""
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    if "dagster/partition" in tags:
+        return tags["dagster/partition"].split("~")[0]
+    return tags["dagster/run_key"].split(":")[1]
 
 
 def _wait(condition, timeout: float, what: str, log: Path):
@@ -84,20 +95,15 @@ def dagster_dev(tmp_path):
         "VARIO_WORKERS": "1",
         "VARIO_TEMPLATES_DIR": str(templates),
     }
+    (templates / "before.tests.yaml").write_text(yaml.safe_dump(warn))
+    before = tmp_path / "before.yaml"
+    before.write_text(yaml.safe_dump(BEFORE))
+    cli = [sys.executable, "-m", "dagster_project.cli"]
+    ran = subprocess.run([*cli, "batch", "run", str(before)], env=env, capture_output=True)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dagster",
-                "dev",
-                "-w",
-                str(ROOT / "workspace.yaml"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
+            [*cli, "ui", "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -133,13 +139,11 @@ def test_a_spec_in_the_inbox_runs_through_the_daemon(dagster_dev, tmp_path):
         return runs if done and all(s == "SUCCESS" for s in sum(by_job.values(), [])) else None
 
     runs = _wait(finished, 400, "the batch's runs", log)
-    assert sorted(r["jobName"] for r in runs) == [
-        "batch_manifest_job",
-        "dataset_job",
-        "release_job",
-        "render_shard_job",
-        "render_shard_job",
-    ]
+    shards = ["render_shard_job"] * 2
+    five = sorted(["batch_manifest_job", "dataset_job", "release_job", *shards])
+    for batch in ("before", "e2e"):  # the daemon launched nothing again for "before"
+        mine = [r for r in runs if _batch_of(r) == batch]
+        assert sorted(r["jobName"] for r in mine) == five, (batch, mine)
     # submitting the same spec again launches nothing new
     store.submit(spec)
     _wait(lambda: not store.inbox_specs(), 60, "the duplicate to be processed", log)
@@ -147,8 +151,13 @@ def test_a_spec_in_the_inbox_runs_through_the_daemon(dagster_dev, tmp_path):
     assert len(_runs(port)) == len(runs)
 
     con = ds.connect(store)
-    assert con.execute("SELECT count(*), count(*) FILTER (status = 'ok') FROM jobs").fetchall() == [
-        (4, 4)
-    ]
-    assert con.execute("SELECT count(DISTINCT job_id) FROM objects").fetchall() == [(4,)]
-    assert (store.root / "exports" / "e2e" / "objects.parquet").exists()  # tested, released
+    ok = "SELECT count(*), count(*) FILTER (status = 'ok') FROM jobs WHERE batch = 'e2e'"
+    assert con.execute(ok).fetchall() == [(4, 4)]
+    assert con.execute(
+        "SELECT count(DISTINCT job_id) FROM objects WHERE batch = 'e2e'"
+    ).fetchall() == [(4,)]
+    exported = con.sql(
+        f"SELECT count(*) FROM read_parquet('{store.root}/exports/e2e/objects.parquet')"
+    ).fetchall()
+    in_dataset = con.sql("SELECT count(*) FROM objects WHERE batch = 'e2e'").fetchall()
+    assert exported == in_dataset and in_dataset[0][0] > 0  # tested, then released whole

@@ -47,11 +47,14 @@ class DatasetTestsResource(dg.ConfigurableResource):
 def batch_dataset(
     context: dg.AssetExecutionContext, storage: StorageResource, dataset_tests: DatasetTestsResource
 ):
-    """One batch of the dataset, tested: its label tables with the dataset tests as checks."""
+    """One batch of the dataset, tested: its label tables with the dataset tests as checks.
+    The checks run once; their results are recorded and the report is drawn from them."""
     batch, store = context.partition_key, storage.store
     storage.fetch(store.spec_path(batch), store.manifest_path(batch))
     tests = dataset_tests.for_spec(store.spec(batch))
-    report, results, plots = write_report(store, batch, tests)
+    results = quality.run_checks(store, batch, tests)
+    quality.record_results(store, batch, results)
+    report, plots = write_report(store, batch, results)
     con = ds.connect(store)
     counts = {
         name: con.execute(f"SELECT count(*) FROM {name} WHERE batch = '{batch}'").fetchall()[0][0]

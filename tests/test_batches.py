@@ -7,8 +7,13 @@ import json
 import numpy as np
 import pytest
 import yaml
+from pydantic import Field, model_validator
 
-from vario.batch.plan import batch_of, plan
+from generators.contract import registry
+from generators.job import make_job_id
+from generators.params import GeneratorParams, field_schemas
+from vario.batch.plan import _ParamsText, _strings, batch_of, plan
+from vario.batch.samplers import sample
 from vario.batch.spec import BatchSpec, SpecError, load_spec
 
 
@@ -133,3 +138,100 @@ def test_a_batch_of_100000_jobs_is_representable():
     )
     batch = plan(spec)
     assert batch.manifest.num_rows == 100_000 and len(batch.shards) == 391
+
+
+def test_a_large_sampled_batch_plans_as_validating_each_job_would():
+    spec = _spec(
+        shard_size=64,
+        fixed={"resolution": 128, "n_frames": 2},
+        sampler={
+            "kind": "sobol",
+            "count": 20_000,
+            "ranges": {
+                "n_objects": [1, 12],
+                "light_azimuth": [0, 360],
+                "camera_distance": [0.3, 2.5],
+                "table_texture": {"choices": ["wood", "grid", "plain"]},
+                "shadows": {"choices": [True, False]},
+                "categories": {"choices": [["duck"], ["cube", "duck"]]},
+            },
+        },
+    )
+    gen = registry.get(spec.generator)
+    manifest = plan(spec).manifest
+    assert manifest.num_rows == 20_000
+    assert manifest.column("job_index").to_pylist() == list(range(20_000))
+    jobs = sample(spec.sampler, field_schemas(gen.Params), spec.seed)
+    seeds = np.random.default_rng(spec.seed).integers(0, 2**31 - 1, size=20_000).tolist()
+    for i in np.random.default_rng(0).choice(20_000, size=200, replace=False).tolist():
+        row = {name: manifest.column(name)[i].as_py() for name in manifest.column_names}
+        expected = gen.Params.model_validate({**spec.fixed, "renderer": "tiny", **jobs[i]})
+        dumped = expected.model_dump(mode="json")
+        assert row["params_json"] == json.dumps(dumped, sort_keys=True)
+        again = gen.Params.model_validate(json.loads(row["params_json"]))
+        assert json.dumps(again.model_dump(mode="json"), sort_keys=True) == row["params_json"]
+        assert row["seed"] == seeds[i] and row["shard"] == f"b1~{i // 64:05d}"
+        assert row["job_id"] == make_job_id(gen.name, gen.version, dumped, seeds[i])
+
+
+def test_invalid_values_are_reported_with_their_job_index():
+    with pytest.raises(SpecError) as err:  # a bad fixed value fails every job that keeps it
+        plan(_spec(sampler=None, fixed={"fov": 5}, jobs=[{}, {"fov": 30}, {"n_objects": 2}]))
+    assert err.value.messages == [
+        f"job {i}: fov: 5 is invalid (Input should be greater than or equal to 20); "
+        "allowed: float [20, 90]"
+        for i in (0, 2)
+    ]
+    jobs = [{"n_objects": 2}] * 30
+    jobs[7], jobs[12] = {"light_azimuth": 400}, {"table_texture": "marble"}
+    with pytest.raises(SpecError) as err:
+        plan(_spec(sampler=None, jobs=jobs))
+    assert [m.split(" is invalid")[0] for m in err.value.messages] == [
+        "job 7: light_azimuth: 400",
+        "job 12: table_texture: 'marble'",
+    ]
+    assert "allowed: float [0, 360]" in err.value.messages[0]
+
+
+def test_a_sampled_job_a_model_validator_refuses_is_reported_up_to_twenty():
+    # both range ends divide step_rate 240 (so the spec passes), most rates between do not
+    ranges = {"frame_rate": [20, 30], "fov": [20, 90]}
+    spec = _spec(
+        fixed={"step_rate": 240}, sampler={"kind": "random", "count": 200, "ranges": ranges}
+    )
+    schemas = field_schemas(registry.get("tabletop").Params)
+    rates = [job["frame_rate"] for job in sample(spec.sampler, schemas, spec.seed)]
+    bad = [i for i, rate in enumerate(rates) if 240 % rate]
+    with pytest.raises(SpecError) as err:
+        plan(spec)
+    messages = err.value.messages
+    assert len(bad) > 20 and len(messages) == 20
+    for i, message in zip(bad, messages, strict=False):
+        assert message.startswith(f"job {i}: parameters: ")
+        assert f"step_rate=240 must be a multiple of frame_rate={rates[i]}" in message
+
+
+class _Derived(GeneratorParams):
+    """A model whose validator derives a field the jobs do not set."""
+
+    a: int = Field(1, ge=0, le=10, description="Set by the jobs.")
+    b: int = Field(0, ge=0, le=20, description="Twice a, whatever the input says.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _double(cls, values: dict) -> dict:
+        return {**values, "b": 2 * values.get("a", 1)}
+
+
+def test_params_text_is_exact_when_a_validator_derives_other_fields():
+    models = [_Derived.model_validate({"a": a}) for a in (1, 1, 3, 0)]
+    text = _ParamsText(models[0], ["a"])
+    for model in models:
+        text.add(model)
+    assert text.texts() == [json.dumps(m.model_dump(mode="json"), sort_keys=True) for m in models]
+
+
+def test_long_text_columns_are_split_into_chunks():
+    texts = ["a", "bb", "", "cccc", "d", "é%"]
+    column = _strings(texts, chunk_bytes=3)
+    assert column.num_chunks == 4 and column.to_pylist() == texts

@@ -3,6 +3,9 @@ offending names, and an ERROR failure blocks the export in the same run."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import dagster as dg
@@ -17,6 +20,8 @@ from dagster_project.sensors import inbox_sensor
 from vario.batch.plan import plan
 from vario.batch.spec import BatchSpec
 from vario.quality import checks as quality
+from vario.quality.report import write_report
+from vario.store.layout import DataStore
 
 FIXED = {"resolution": 64, "n_distractors": 0, "start_time": 0.5}
 
@@ -128,8 +133,6 @@ def test_a_corrupted_mask_fails_integrity_naming_the_job_and_frame(sobol_batch, 
     rows = table.to_pylist()
     rows[5]["mask_rle"] = rows[0]["mask_rle"]  # another object's mask
     broken = StorageResource(root=str(tmp_path / "broken"))
-    import shutil
-
     shutil.copytree(store.root, broken.store.root)
     pq.write_table(
         table.from_pylist(rows, table.schema),
@@ -253,25 +256,113 @@ def test_plans_carry_their_template_for_the_tests_file():
     assert plan(spec).spec.template == "demo"
 
 
-def test_the_report_shows_the_tests_and_every_plot(sobol_batch):
+SECTIONS = (
+    "Factor histograms",
+    "Coverage pair plot",
+    "Nuisance x target association",
+    "Category balance",
+    "Occlusion and truncation",
+    "Sample frames",
+)
+
+
+class _Page(HTMLParser):
+    """The report's tests table as rows of cell texts, and its sections with their images."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.sections: list[str] = []
+        self.images: list[str] = []
+        self._cell: str | None = None
+        self._in_h2 = False
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag == "td":
+            self._cell = ""
+        elif tag == "h2":
+            self._in_h2 = True
+            self.sections.append("")
+        elif tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_endtag(self, tag):
+        if tag == "td":
+            self.rows[-1].append(self._cell)
+            self._cell = None
+        elif tag == "h2":
+            self._in_h2 = False
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+        if self._in_h2:
+            self.sections[-1] += data
+
+
+def _expected_rows(results) -> list[list[str]]:
+    return [[r.name, "pass" if r.passed else "FAIL", r.severity, r.message] for r in results]
+
+
+def test_recorded_results_read_back_as_they_were_recorded(sobol_batch):
+    store = sobol_batch.store
+    results = quality.run_checks(store, "good")
+    path = quality.record_results(store, "good", results)
+    assert path == store.batch_dir("good") / "tests.json"
+    assert quality.recorded_results(store, "good") == results
+    assert quality.recorded_results(store, "never-tested") is None
+
+
+def test_the_report_shows_the_recorded_tests_and_every_plot(sobol_batch):
+    store = sobol_batch.store
+    results = quality.run_checks(store, "good")
+    report = write_report(store, "good", results)
+    page = _Page(report.path.read_text())
+    assert [row for row in page.rows if row] == _expected_rows(results)
+    assert [s for s in SECTIONS if not any(t.startswith(s) for t in page.sections)] == []
+    assert len(page.images) == len(SECTIONS) == len(report.plots)
+    assert all(src.startswith("data:image/png;base64,iVBOR") for src in page.images)
+
+
+def test_the_report_shows_what_was_recorded_not_the_checks_run_again(sobol_batch, tmp_path):
+    store = DataStore(tmp_path / "copy")
+    shutil.copytree(sobol_batch.store.root, store.root)
+    quality.record_results(store, "good", quality.run_checks(store, "good"))
+    path = store.batch_dir("good") / "tests.json"
+    record = json.loads(path.read_text())
+    coverage = next(r for r in record["results"] if r["name"] == "coverage")
+    assert coverage["passed"]
+    coverage.update(passed=False, message="<b>altered</b> after the run")
+    path.write_text(json.dumps(record))
+    report = write_report(store, "good", quality.recorded_results(store, "good"))
+    text = report.path.read_text()
+    rows = {row[0]: row for row in _Page(text).rows if row}
+    assert rows["coverage"][1:] == ["FAIL", "ERROR", "<b>altered</b> after the run"]
+    assert "&lt;b&gt;altered&lt;/b&gt;" in text  # autoescaped
+    assert rows["balance"][1] == "pass"
+
+
+def test_the_cli_reports_the_results_vario_dataset_test_recorded(sobol_batch, tmp_path):
     from click.testing import CliRunner
 
     from dagster_project.cli import main
 
+    root = tmp_path / "copy"
+    shutil.copytree(sobol_batch.store.root, root)
+    (root / "batches" / "good" / "tests.json").unlink(missing_ok=True)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VARIO_DATA_DIR", str(sobol_batch.store.root))
-        result = CliRunner().invoke(main, ["dataset", "report", "good"])
+        mp.setenv("VARIO_DATA_DIR", str(root))
+        untested = CliRunner().invoke(main, ["dataset", "report", "good"])
         tested = CliRunner().invoke(main, ["dataset", "test", "good"])
+        result = CliRunner().invoke(main, ["dataset", "report", "good"])
+    assert untested.exit_code == 2, untested.output
+    assert tested.exit_code == 0 and "coverage" in tested.output, tested.output
     assert result.exit_code == 0, result.output
-    page = Path(result.output.strip().splitlines()[-1]).read_text()
-    for section in (
-        "Factor histograms",
-        "Coverage pair plot",
-        "Nuisance x target association",
-        "Category balance",
-        "Occlusion and truncation",
-        "Sample frames",
-    ):
-        assert f"<h2>{section}" in page
-    assert page.count("<img") == 6 and "<td>coverage</td><td>pass</td>" in page
-    assert "coverage    pass" in tested.output
+    page = _Page(Path(result.output.strip().splitlines()[-1]).read_text())
+    assert [row for row in page.rows if row] == _expected_rows(
+        quality.recorded_results(DataStore(root), "good")
+    )
+    assert len(page.images) == len(SECTIONS)

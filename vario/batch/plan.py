@@ -3,17 +3,28 @@
 Planning validates every job against the generator's parameter model, so an invalid batch is
 refused before anything runs. Jobs are grouped into shards of ``shard_size``: a shard is the
 unit Dagster partitions and runs.
+
+A batch can hold 100,000 jobs and the inbox sensor plans it while it runs, so the per-job work
+is kept to the one thing that must be per job, the model's own validation: the manifest's
+``params_json`` text is filled into a template of the parameters that do not vary, and the
+other columns are built as whole Arrow arrays.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 
 import numpy as np
 import pyarrow as pa
+from pydantic import BaseModel
 
 from generators.contract import registry
+from generators.contract.generator import Generator
 from generators.job import make_job_id
 from generators.params import ParameterError, field_schemas, validate
 from vario.batch.samplers import sample
@@ -30,6 +41,9 @@ MANIFEST = pa.schema(
     ]
 )
 SHARD_SEPARATOR = "~"  # partition keys are "<batch>~<shard number>"
+MAX_ERRORS = 20  # a refused batch reports its first errors, not one per job
+CHUNK_BYTES = 2**30  # text per manifest column chunk; Arrow's string offsets stop at 2 GiB
+_ENCODE = json.JSONEncoder(sort_keys=True).encode  # what json.dumps(..., sort_keys=True) calls
 
 
 @dataclass(frozen=True)
@@ -50,52 +64,181 @@ def batch_of(shard: str) -> str:
     return shard.rsplit(SHARD_SEPARATOR, 1)[0]
 
 
-def plan(spec: BatchSpec) -> Plan:
-    """Every job of the batch, validated; raises ``SpecError`` naming what is wrong."""
+def _json_column(values: list) -> list[str]:
+    """``json.dumps(value, sort_keys=True)`` of each value, a column at a time: floats and ints
+    through the C-level ``repr`` that json uses for them, choices encoded once per choice."""
+    kinds = set(map(type, values))
+    if kinds == {float} and all(map(math.isfinite, values)):
+        return list(map(float.__repr__, values))
+    if kinds == {int}:
+        return list(map(int.__repr__, values))
+    if kinds in ({str}, {bool}):
+        encoded = {value: _ENCODE(value) for value in set(values)}
+        return list(map(encoded.__getitem__, values))
+    return list(map(_ENCODE, values))
+
+
+def _values_of(names: list[str]) -> Callable[[dict], tuple]:
+    """The values of ``names`` in a dict, always as a tuple (``itemgetter`` of one name is not)."""
+    if len(names) == 1:
+        return lambda values: (values[names[0]],)
+    return itemgetter(*names) if names else lambda values: ()
+
+
+class _ParamsText:
+    """``json.dumps(params.model_dump(mode="json"), sort_keys=True)`` for many jobs that differ
+    only in ``varying``: the first job's other fields become constant text, and each job keeps
+    just its varying fields' validated values, which are their own JSON dump (every field is
+    a number, bool, choice or list of those) unless the model serializes fields itself or
+    computes some. The values are encoded a column at a time once all jobs are in.
+
+    A job whose other fields differ from the first job's (a validator that derives one field
+    from another could do that) gets the full dump, so the text is always exact.
+    """
+
+    def __init__(self, first: BaseModel, varying: list[str]):
+        dumped = first.model_dump(mode="json")
+        decorators = type(first).__pydantic_decorators__
+        self.plain = not (
+            decorators.field_serializers
+            or decorators.model_serializers
+            or decorators.computed_fields
+        )
+        self.varying = _values_of(sorted(varying))
+        self.others = _values_of([name for name in dumped if name not in varying])
+        self.other_values = self.others(first.__dict__)
+        self.rows: list[tuple | str] = []  # varying values, or the whole text
+
+        def part(name: str) -> str:  # "%" is escaped: the text is a %-template
+            value = "%s" if name in varying else _ENCODE(dumped[name]).replace("%", "%%")
+            return f"{_ENCODE(name).replace('%', '%%')}: {value}"
+
+        self.template = "{" + ", ".join(map(part, sorted(dumped))) + "}"
+
+    def add(self, params: BaseModel) -> None:
+        values = params.__dict__
+        if self.plain and self.others(values) == self.other_values:
+            self.rows.append(self.varying(values))
+        else:
+            self.rows.append(_ENCODE(params.model_dump(mode="json")))
+
+    def texts(self) -> list[str]:
+        """Every job's text, in job order."""
+        kept = [row for row in self.rows if type(row) is tuple]
+        columns = [_json_column(list(column)) for column in zip(*kept, strict=True)]
+        filled = iter(
+            map(self.template.__mod__, zip(*columns, strict=True))
+            if columns
+            else [self.template % ()] * len(kept)
+        )
+        return [next(filled) if type(row) is tuple else row for row in self.rows]
+
+
+def _generator(spec: BatchSpec) -> Generator:
     try:
-        gen = registry.get(spec.generator)
+        return registry.get(spec.generator)
     except KeyError as exc:
         raise SpecError([f"generator: {exc.args[0]}"]) from None
-    model = gen.Params
-    schemas = field_schemas(model)
-    fixed = {**spec.fixed, "renderer": spec.renderer} if "renderer" in schemas else spec.fixed
+
+
+def _check_ranges(spec: BatchSpec, gen: Generator, schemas: dict, fixed: dict) -> None:
+    """Every range end and choice, with the fixed values, must be a valid job: a typo in a
+    range is reported once, as the spec's error, rather than once per sampled job."""
     errors = []
-    if spec.sampler:
-        for name, rng_ in spec.sampler.ranges.items():
-            if name not in schemas:
-                errors.append(f"sampler.ranges.{name}: unknown parameter of {gen.name}")
-                continue
-            values = rng_.choices if isinstance(rng_, Choices) else list(rng_)
-            for value in values:
-                try:
-                    validate(model, {**fixed, name: value})
-                except ParameterError as exc:
-                    errors += [f"sampler.ranges.{m}" for m in exc.messages]
-            if not isinstance(rng_, Choices) and rng_[0] > rng_[1]:
-                errors.append(f"sampler.ranges.{name}: low {rng_[0]} is above high {rng_[1]}")
-        if errors:
-            raise SpecError(errors)
-        variable = sample(spec.sampler, schemas, spec.seed)
-    else:
-        variable = spec.jobs
-    seeds = np.random.default_rng(spec.seed).integers(0, 2**31 - 1, size=len(variable))
-    rows = {name: [] for name in MANIFEST.names}
-    version = gen.version
-    for index, (values, seed) in enumerate(zip(variable, seeds.tolist(), strict=True)):
+    for name, rng_ in spec.sampler.ranges.items():
+        if name not in schemas:
+            errors.append(f"sampler.ranges.{name}: unknown parameter of {gen.name}")
+            continue
+        values = rng_.choices if isinstance(rng_, Choices) else list(rng_)
+        for value in values:
+            try:
+                validate(gen.Params, {**fixed, name: value})
+            except ParameterError as exc:
+                errors += [f"sampler.ranges.{m}" for m in exc.messages]
+        if not isinstance(rng_, Choices) and rng_[0] > rng_[1]:
+            errors.append(f"sampler.ranges.{name}: low {rng_[0]} is above high {rng_[1]}")
+    if errors:
+        raise SpecError(errors)
+
+
+def _params_json(model: type[BaseModel], fixed: dict, jobs: list[dict]) -> list[str]:
+    """Each job validated by the generator's model, as its sorted JSON text; raises
+    ``SpecError`` with the first ``MAX_ERRORS`` errors, each naming its job index."""
+    varying = sorted({name for values in jobs for name in values} & model.model_fields.keys())
+    errors, text = [], None
+    for index, values in enumerate(jobs):
         try:
             params = validate(model, {**fixed, **values})
         except ParameterError as exc:
             errors += [f"job {index}: {m}" for m in exc.messages]
-            if len(errors) >= 20:
+            if len(errors) >= MAX_ERRORS:
                 break
             continue
-        dumped = params.model_dump(mode="json")
-        rows["batch_id"].append(spec.name)
-        rows["job_index"].append(index)
-        rows["job_id"].append(make_job_id(gen.name, version, dumped, seed))
-        rows["shard"].append(shard_key(spec.name, index // spec.shard_size))
-        rows["seed"].append(seed)
-        rows["params_json"].append(json.dumps(dumped, sort_keys=True))
+        if text is None:
+            text = _ParamsText(params, varying)
+        text.add(params)
     if errors:
         raise SpecError(errors)
-    return Plan(spec, pa.table(rows, schema=MANIFEST))
+    return text.texts() if text else []
+
+
+def _int64s(values: np.ndarray) -> pa.Array:
+    """An int64 Arrow array over a numpy one; not ``pa.array``, whose first call in a process
+    imports pandas (seconds, in a fresh sensor or CLI process)."""
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
+
+
+def _string_chunk(encoded: list[bytes]) -> pa.StringArray:
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(map(len, encoded), np.int32, len(encoded)), out=offsets[1:])
+    data = pa.py_buffer(b"".join(encoded))
+    return pa.StringArray.from_buffers(len(encoded), pa.py_buffer(offsets), data)
+
+
+def _strings(texts: list[str], chunk_bytes: int = CHUNK_BYTES) -> pa.ChunkedArray:
+    """Strings as Arrow from one joined buffer per chunk (``pa.array`` converts them one by
+    one, after importing pandas); a chunk holds at most ``chunk_bytes`` of text, as Arrow's
+    32-bit offsets need, unless one string alone is longer."""
+    encoded = [text.encode() for text in texts]
+    ends = np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)))
+    chunks, start = [], 0
+    while start < len(encoded):
+        before = int(ends[start - 1]) if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, before + chunk_bytes, side="right")))
+        chunks.append(_string_chunk(encoded[start:stop]))
+        start = stop
+    return pa.chunked_array(chunks, pa.string())
+
+
+def _manifest(spec: BatchSpec, gen: Generator, seeds: np.ndarray, texts: list[str]) -> pa.Table:
+    """The manifest's columns as whole arrays: one Python step per job (its id) and none
+    for the columns that follow from the job index."""
+    index = np.arange(len(texts), dtype=np.int64)
+    shard_count = -(-len(texts) // spec.shard_size)
+    shard_names = _strings([shard_key(spec.name, s) for s in range(shard_count)])
+    ids = list(map(make_job_id, repeat(gen.name), repeat(gen.version), texts, seeds.tolist()))
+    columns = [
+        _strings([spec.name]).take(_int64s(np.zeros_like(index))),
+        _int64s(index),
+        _strings(ids),
+        shard_names.take(_int64s(index // spec.shard_size)),
+        _int64s(seeds),
+        _strings(texts),
+    ]
+    return pa.Table.from_arrays(columns, schema=MANIFEST)
+
+
+def plan(spec: BatchSpec) -> Plan:
+    """Every job of the batch, validated; raises ``SpecError`` naming what is wrong."""
+    gen = _generator(spec)
+    schemas = field_schemas(gen.Params)
+    fixed = {**spec.fixed, "renderer": spec.renderer} if "renderer" in schemas else spec.fixed
+    if spec.sampler:
+        _check_ranges(spec, gen, schemas, fixed)
+        jobs = sample(spec.sampler, schemas, spec.seed)
+    else:
+        jobs = spec.jobs
+    seeds = np.random.default_rng(spec.seed).integers(0, 2**31 - 1, size=len(jobs))
+    texts = _params_json(gen.Params, fixed, jobs)
+    return Plan(spec, _manifest(spec, gen, seeds, texts))

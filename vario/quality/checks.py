@@ -13,26 +13,35 @@
   segmentation's ids, maps are not empty and depth lies within the camera's clip range.
 
 Thresholds come from a version-controlled YAML file per batch template (``DatasetTests``).
-Every check returns a result, including on an empty batch, a single job or a factor with one
-level: a failed check with a message, never an exception.
+Results are recorded in ``batches/<batch>/tests.json`` (``record_results``) for the report
+and the CLI to read back (``recorded_results``). Every check returns a result, including on an
+empty batch, a single job or a factor with one level: a failed check with a message, never an
+exception.
 """
 
 from __future__ import annotations
 
+import gc
+import json
 import os
 import zipfile
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import cv2
 import numpy as np
+import pyarrow.parquet as pq
 from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.stats import chi2_contingency, entropy, qmc
 
 from generators.contract import registry
 from generators.contract.domain import TARGETS
+from generators.labels import archive as arc
 from generators.params import FieldErrors, field_schemas, load_yaml_model
 from vario.run import shard as sh
 from vario.store.layout import DataStore
@@ -116,13 +125,9 @@ class CheckResult:
 
 
 @dataclass
-class _Batch:
-    """What the checks read: the batch's jobs, its parameters' declared ranges, its domain."""
+class Design:
+    """What a batch varies: its domain parameters' declared ranges or choices, its domain."""
 
-    name: str
-    store: DataStore
-    con: Any
-    jobs: Any  # pandas DataFrame of the batch's jobs rows
     schemas: dict[str, dict]
     domain: Any
     varied: list[str]
@@ -149,9 +154,18 @@ class _Batch:
         return f"CAST({column} AS VARCHAR)"
 
 
-def _load(store: DataStore, batch: str) -> _Batch | None:
-    con = connect(store)
-    jobs = con.sql(f"SELECT * FROM jobs WHERE batch = '{batch}' AND status = 'ok'").df()
+@dataclass
+class _Batch(Design):
+    """What the checks read: the design, and the batch's jobs and label tables."""
+
+    name: str
+    store: DataStore
+    con: Any
+    jobs: Any  # pandas DataFrame of the batch's rendered jobs: job_id and parameter columns
+
+
+def design(store: DataStore, batch: str) -> Design | None:
+    """The batch's design from its spec and generator, or None for a batch never submitted."""
     if batch not in store.batches():
         return None
     spec = store.spec(batch)
@@ -161,15 +175,31 @@ def _load(store: DataStore, batch: str) -> _Batch | None:
     else:
         varied = sorted({k for job in spec.jobs for k in job})
     domain_params = set(gen.domain.semantic) | set(gen.domain.nuisance)
-    return _Batch(
-        batch,
-        store,
-        con,
-        jobs,
-        field_schemas(gen.Params),
-        gen.domain,
-        [p for p in varied if p in domain_params],
-    )
+    return Design(field_schemas(gen.Params), gen.domain, [p for p in varied if p in domain_params])
+
+
+def _load(store: DataStore, batch: str, tests: DatasetTests) -> _Batch | None:
+    """The batch as the checks read it, or None for a batch never submitted. Only the
+    parameter columns some check can read are fetched: a jobs row also carries its whole
+    parameter JSON and timings, which cost more to load than every check needs."""
+    d = design(store, batch)
+    if d is None:
+        return None
+    con = connect(store)
+    wanted = set(d.domain.semantic) | set(d.domain.nuisance) | _named_params(tests)
+    present = set(con.sql("SELECT * FROM jobs LIMIT 0").columns)
+    columns = [f"param_{p}" for p in sorted(wanted | {"categories"})]
+    jobs = con.sql(
+        f"SELECT {', '.join(['job_id', *(c for c in columns if c in present)])} FROM jobs "
+        f"WHERE batch = '{batch}' AND status = 'ok'"
+    ).df()
+    return _Batch(d.schemas, d.domain, d.varied, batch, store, con, jobs)
+
+
+def _named_params(tests: DatasetTests) -> set[str]:
+    """Parameters a tests file names explicitly (they need not be domain parameters)."""
+    named = [tests.coverage.parameters, tests.bias.nuisance, tests.balance.factors]
+    return {p for names in named if names for p in names} - {"category"}
 
 
 def _empty(name: str, severity: Severity, batch: str) -> CheckResult:
@@ -216,9 +246,7 @@ def check_coverage(b: _Batch, t: CoverageTests) -> CheckResult:
         if len(points) > _DISCREPANCY_POINTS:
             points = points[rng.choice(len(points), _DISCREPANCY_POINTS, replace=False)]
         realised = qmc.discrepancy(points, method="CD")
-        baseline = np.mean(
-            [qmc.discrepancy(rng.random(points.shape), method="CD") for _ in range(8)]
-        )
+        baseline = _iid_discrepancy(*points.shape)
         ratio = realised / baseline
         metadata["discrepancy"] = {"realised": realised, "iid_uniform": baseline, "ratio": ratio}
         if ratio > t.max_discrepancy_ratio:
@@ -236,6 +264,13 @@ def check_coverage(b: _Batch, t: CoverageTests) -> CheckResult:
     return CheckResult("coverage", not failures, t.severity, message, metadata)
 
 
+def _iid_discrepancy(n: int, d: int) -> float:
+    """The expected squared centred discrepancy (what ``qmc.discrepancy`` returns) of ``n``
+    independent uniform points in ``d`` dimensions: ((5/4)^d - (13/12)^d) / n. Exact, where
+    averaging random draws would cost O(n^2) each and still be noisy."""
+    return ((5 / 4) ** d - (13 / 12) ** d) / n
+
+
 def _cramers_v(table: np.ndarray) -> tuple[float, float, float]:
     """Bias-corrected Cramér's V (Bergsma 2013), chi-square p-value, mutual information."""
     n = table.sum()
@@ -250,23 +285,47 @@ def _cramers_v(table: np.ndarray) -> tuple[float, float, float]:
     return v, float(p), float(mi)
 
 
+def _job_weighted_counts(
+    b: _Batch, nuisance: list[str], targets: list[str], bins: int
+) -> dict[tuple[str, str], list[tuple]]:
+    """(factor, target) -> [(factor bin, target value, weight)]: every pair's contingency
+    table from one scan of the objects. Objects of one job share its nuisance values, so each
+    job weighs 1 in a table, spread over its objects' targets: the sample size is the number
+    of jobs."""
+    if not nuisance or not targets:
+        return {}
+    target_columns = ", ".join(f'{TARGETS[x]} AS "{x}"' for x in targets)
+    factor_columns = ", ".join(f'{b.bin_sql(x, bins)} AS "{x}"' for x in nuisance)
+    rows = b.con.execute(
+        f"WITH o AS (SELECT o.job_id, {target_columns} FROM objects o "
+        f"JOIN frames f USING (job_id, frame) WHERE o.batch = '{b.name}'), "
+        "per AS (SELECT job_id, target, b, count(*) AS c FROM o UNPIVOT INCLUDE NULLS "
+        f"(b FOR target IN ({_quoted(targets)})) GROUP BY ALL), "
+        "share AS (SELECT job_id, target, b, "
+        "c / sum(c) OVER (PARTITION BY job_id, target) AS w FROM per), "
+        f"bins AS (SELECT job_id, {factor_columns} FROM jobs j WHERE j.batch = '{b.name}') "
+        "SELECT factor, target, a, b, sum(w) FROM share JOIN "
+        f"(FROM bins UNPIVOT INCLUDE NULLS (a FOR factor IN ({_quoted(nuisance)}))) "
+        "USING (job_id) GROUP BY ALL"
+    ).fetchall()
+    tables: dict[tuple[str, str], list[tuple]] = {}
+    for factor, target, a, level, weight in rows:
+        tables.setdefault((factor, target), []).append((a, level, weight))
+    return tables
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f'"{n}"' for n in names)
+
+
 def check_bias(b: _Batch, t: BiasTests) -> CheckResult:
     nuisance = t.nuisance or [p for p in b.varied if p in b.domain.nuisance]
     targets = t.targets or list(b.domain.targets)
     pairs, failures, skipped = [], [], []
+    weights = _job_weighted_counts(b, nuisance, targets, t.bins)
     for factor in nuisance:
         for target in targets:
-            # objects of one job share its nuisance values: each job weighs 1 in the table,
-            # spread over its objects' targets, so the sample size is the number of jobs
-            rows = b.con.execute(
-                f"WITH per AS (SELECT o.job_id, {TARGETS[target]} AS b, count(*) AS c "
-                "FROM objects o JOIN frames f USING (job_id, frame) "
-                f"WHERE o.batch = '{b.name}' GROUP BY o.job_id, b), "
-                "total AS (SELECT job_id, sum(c) AS n FROM per GROUP BY job_id) "
-                f"SELECT {b.bin_sql(factor, t.bins)} AS a, per.b, sum(per.c / total.n) "
-                "FROM per JOIN total USING (job_id) JOIN jobs j USING (job_id) "
-                f"WHERE j.batch = '{b.name}' GROUP BY a, per.b"
-            ).fetchall()
+            rows = weights.get((factor, target), [])
             a_levels = sorted({r[0] for r in rows}, key=str)
             b_levels = sorted({r[1] for r in rows}, key=str)
             if len(a_levels) < 2 or len(b_levels) < 2:
@@ -378,30 +437,62 @@ def check_edge_cases(b: _Batch, t: EdgeCaseTests) -> CheckResult:
 
 
 def check_integrity(b: _Batch, t: IntegrityTests) -> CheckResult:
-    problems: list[str] = []
-    manifest = b.store.manifest(b.name)
     out_dir = b.store.archive_dir(b.name)
     ok = set(b.jobs["job_id"])
-    archives = set(os.listdir(out_dir)) if out_dir.exists() else set()
-    for job_id in manifest.column("job_id").to_pylist():
-        if job_id not in ok or sh.archive_path(out_dir, job_id).name not in archives:
-            problems.append(f"job {job_id}: no complete archive")
+    manifest = pq.read_table(b.store.manifest_path(b.name), columns=["job_id"])
+    problems = [
+        f"job {job_id}: no complete archive"
+        for job_id in _without_archive(manifest.column("job_id").to_pylist(), ok, out_dir)
+    ]
     columns = b.con.sql(
         "SELECT o.job_id, o.frame, o.instance_id, o.box_x_min, o.box_y_min, o.box_x_max, "
         "o.box_y_max, o.visible_pixels, o.mask_rle, f.height, f.width FROM objects o "
         f"JOIN frames f USING (job_id, frame) WHERE o.batch = '{b.name}'"
-    ).fetchnumpy()
-    n_objects = len(columns["job_id"])
+    ).to_arrow_table()
+    n_objects = columns.num_rows
     if n_objects:
-        sizes: dict[tuple[int, int], list[int]] = {}  # one shared list per image size
+        problems += _label_problems(columns)
+    rng = np.random.default_rng(0)
+    sample = sorted(ok)
+    if len(sample) > t.sample_jobs:
+        sample = sorted(rng.choice(sample, t.sample_jobs, replace=False))
+    for job_id in sample:
+        problems += _archive_problems(b, job_id, sh.archive_path(out_dir, job_id))
+    metadata = {
+        "problems": problems[:50],
+        "jobs": manifest.num_rows,
+        "archives sampled": len(sample),
+    }
+    message = (
+        f"{len(problems)} problems; first: {problems[0]}"
+        if problems
+        else f"{manifest.num_rows} jobs, {n_objects} objects consistent"
+    )
+    return CheckResult("integrity", not problems, t.severity, message, metadata)
+
+
+def _without_archive(job_ids: list[str], ok: set[str], out_dir: Path) -> list[str]:
+    """Jobs of the manifest not rendered or without their archive, from one directory
+    listing (archives are named ``<job id><suffix>``, see ``shard.archive_path``)."""
+    suffix = sh.archive_path(out_dir, "").name
+    names = os.listdir(out_dir) if out_dir.exists() else []
+    archived = {n.removesuffix(suffix) for n in names if n.endswith(suffix)}
+    return [j for j in job_ids if j not in ok or j not in archived]
+
+
+def _label_problems(columns) -> list[str]:
+    """Objects whose box or pixel count is not their mask's, from an Arrow table of objects
+    rows with their frame's size. pycocotools decodes every mask; at a million rows the
+    Python dicts it takes dominate, so they are built with the garbage collector paused
+    (nothing they hold can form a cycle) and share one size list per image size."""
+    heights, widths = (columns.column(c).to_numpy().astype(np.int64) for c in ("height", "width"))
+    keys, which = np.unique(heights << 32 | widths, return_inverse=True)  # one per size
+    sizes = [[int(k >> 32), int(k & 0xFFFFFFFF)] for k in keys]
+    counts = columns.column("mask_rle").to_numpy(zero_copy_only=False)
+    with _gc_paused():
         rles = [
-            {"size": sizes.setdefault((h, w), [h, w]), "counts": c}  # str counts are accepted
-            for c, h, w in zip(
-                columns["mask_rle"].tolist(),
-                columns["height"].tolist(),
-                columns["width"].tolist(),
-                strict=True,
-            )
+            {"size": sizes[i], "counts": c}  # str counts are accepted
+            for c, i in zip(counts.tolist(), which.tolist(), strict=True)
         ]
         boxes = mask_utils.toBbox(rles)
         # pycocotools' area() sizes a uint8 array by the count: more than 255 masks per call
@@ -409,31 +500,34 @@ def check_integrity(b: _Batch, t: IntegrityTests) -> CheckResult:
         areas = np.concatenate(
             [mask_utils.area(rles[i : i + 255]) for i in range(0, len(rles), 255)]
         )
-        stated = np.column_stack(
-            [columns[c] for c in ("box_x_min", "box_y_min", "box_x_max", "box_y_max")]
-        ).astype(float)
-        actual = np.column_stack([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]])
-        wrong = np.any(stated != actual, axis=1) | (columns["visible_pixels"] != areas)
-        for i in np.flatnonzero(wrong)[:50]:
-            problems.append(
-                f"job {columns['job_id'][i]} frame {columns['frame'][i]} instance "
-                f"{columns['instance_id'][i]}: box {tuple(stated[i].astype(int).tolist())} / "
-                f"{columns['visible_pixels'][i]} px, but its mask gives "
-                f"{tuple(actual[i].astype(int).tolist())} / {int(areas[i])} px"
-            )
-    rng = np.random.default_rng(0)
-    sample = sorted(ok)
-    if len(sample) > t.sample_jobs:
-        sample = sorted(rng.choice(sample, t.sample_jobs, replace=False))
-    for job_id in sample:
-        problems += _archive_problems(b, job_id, sh.archive_path(out_dir, job_id))
-    metadata = {"problems": problems[:50], "jobs": len(manifest), "archives sampled": len(sample)}
-    message = (
-        f"{len(problems)} problems; first: {problems[0]}"
-        if problems
-        else f"{len(manifest)} jobs, {n_objects} objects consistent"
-    )
-    return CheckResult("integrity", not problems, t.severity, message, metadata)
+        del rles
+    stated = np.column_stack(
+        [columns.column(c).to_numpy() for c in ("box_x_min", "box_y_min", "box_x_max", "box_y_max")]
+    ).astype(float)
+    actual = np.column_stack([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]])
+    pixels = columns.column("visible_pixels").to_numpy()
+    problems = []
+    for i in np.flatnonzero(np.any(stated != actual, axis=1) | (pixels != areas))[:50]:
+        row = {c: columns.column(c)[int(i)].as_py() for c in ("job_id", "frame", "instance_id")}
+        problems.append(
+            f"job {row['job_id']} frame {row['frame']} instance {row['instance_id']}: box "
+            f"{tuple(stated[i].astype(int).tolist())} / {pixels[i]} px, but its mask gives "
+            f"{tuple(actual[i].astype(int).tolist())} / {int(areas[i])} px"
+        )
+    return problems
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: allocating a million small containers otherwise
+    triggers collections that scan them all again and again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _archive_problems(b: _Batch, job_id: str, archive: Path) -> list[str]:
@@ -501,7 +595,7 @@ def run_checks(
 ) -> list[CheckResult]:
     """Every dataset test of the batch, in ``CHECKS`` order."""
     tests = tests or DatasetTests()
-    b = _load(store, batch)
+    b = _load(store, batch, tests)
     results = []
     for name, check in CHECKS.items():
         section = getattr(tests, name)
@@ -510,3 +604,32 @@ def run_checks(
         else:
             results.append(check(b, section))
     return results
+
+
+# Recorded results: ``batches/<batch>/tests.json``. The checks run once (``vario dataset test``
+# or the ``batch_dataset`` asset) and record what they found; the report reads the record, so
+# showing a batch's results never re-runs its checks and shows the results that were acted on.
+
+
+def results_path(store: DataStore, batch: str) -> Path:
+    return store.batch_dir(batch) / "tests.json"
+
+
+def record_results(store: DataStore, batch: str, results: list[CheckResult]) -> Path:
+    """Write the batch's check results atomically (readers never see half a record)."""
+    record = {
+        "batch": batch,
+        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "results": [asdict(r) for r in results],
+    }
+    path = results_path(store, batch)
+    arc.write_atomic(path, json.dumps(record, indent=2).encode())
+    return path
+
+
+def recorded_results(store: DataStore, batch: str) -> list[CheckResult] | None:
+    """The batch's last recorded check results, or None when its checks never ran."""
+    path = results_path(store, batch)
+    if not path.exists():
+        return None
+    return [CheckResult(**r) for r in json.loads(path.read_text())["results"]]

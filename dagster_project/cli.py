@@ -95,7 +95,7 @@ def generators_show(name: str, as_json: bool) -> None:
         (d.name, d.type, json.dumps(d.default), d.allowed, d.description)
         for d in describe(gen.Params)
     ]
-    out.print(f"[bold]{gen.name}[/] {gen.version}: {gen.description}")
+    out.print(f"{gen.name} {gen.version}: {gen.description}", markup=False)
     table(rows, ("parameter", "type", "default", "allowed", "description"))
 
 
@@ -153,7 +153,8 @@ def batch_plan(spec: Path, show: int) -> None:
     manifest, s = planned.manifest, planned.spec
     out.print(
         f"batch {s.name}: {manifest.num_rows} jobs of {s.generator} ({s.renderer}), "
-        f"{len(planned.shards)} shards of up to {s.shard_size}"
+        f"{len(planned.shards)} shards of up to {s.shard_size}",
+        markup=False,
     )
     varying = list(s.sampler.ranges) if s.sampler else sorted({k for j in s.jobs for k in j})
     rows = []

@@ -21,6 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -28,15 +29,20 @@ err = Console(stderr=True, highlight=False)
 
 def fail(message: str) -> NoReturn:
     """A usage error: the message on stderr, exit code 2, nothing written."""
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    err.print(Text.assemble(("error:", "bold red"), " ", message))
     sys.exit(2)
 
 
+PIPE_WIDTH = 1000  # output to a file or a pipe: one table row per line, for grep and friends
+
+
 def table(rows: Iterable[Sequence], header: Sequence[str], title: str | None = None) -> None:
+    """A table that fits the terminal, or rows unwrapped when the output is not a terminal."""
     grid = Table(*header, title=title, title_justify="left", header_style="bold")
     for row in rows:
-        grid.add_row(*(str(c) for c in row))
-    out.print(grid)
+        grid.add_row(*(Text(str(c)) for c in row))  # cells are data, never markup
+    wide = Console(highlight=False, width=PIPE_WIDTH)  # rich caps a print at the console width
+    (out if out.is_terminal else wide).print(grid)
 
 
 def progress() -> Progress:

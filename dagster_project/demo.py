@@ -34,12 +34,14 @@ def print_summary() -> None:
     totals = views.summary(con)
     out.print(
         f"\ndataset in {store.root}/tables: {totals['jobs']} jobs ({totals['jobs_failed']} "
-        f"failed), {totals['frames']} frames, {totals['objects']} objects\n\n{QUERY}\n"
+        f"failed), {totals['frames']} frames, {totals['objects']} objects\n\n{QUERY}\n",
+        markup=False,
     )
     con.sql(QUERY).show()
     out.print(
         f"Dagster instance: {s.dagster_home}\n"
         "Open the UI with its runs, partitions and previews:  uv run vario ui  "
         "(then http://127.0.0.1:3000)\n"
-        'Query the dataset:  uv run vario query "SELECT count(*) FROM objects"'
+        'Query the dataset:  uv run vario query "SELECT count(*) FROM objects"',
+        markup=False,
     )

@@ -123,20 +123,16 @@ def describe(model: type[BaseModel]) -> list[ParamDoc]:
     ]
 
 
-def _coerce(text: str, schema: dict) -> Any:
-    """A ``--set`` string as the JSON value the field expects (lists split on commas)."""
-    if schema.get("type") == "array" and not text.startswith("["):
-        return [_coerce(part.strip(), schema.get("items", {})) for part in text.split(",") if part]
-    if schema.get("type") in ("integer", "number", "boolean") or text.startswith(("[", "{")):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return text
+def _split_list(text: str, schema: dict) -> str | list[str]:
+    """A list parameter's ``--set`` text split on commas; any other value stays text, which
+    pydantic's lax mode turns into the field's type (``"5"`` into 5, ``"true"`` into True)."""
+    if schema.get("type") == "array":
+        return [part.strip() for part in text.split(",") if part.strip()]
     return text
 
 
 def parse_assignments(model: type[BaseModel], assignments: list[str]) -> dict[str, Any]:
-    """``["n_objects=5", "categories=duck,cube"]`` to a dict of typed values (not yet validated)."""
+    """``["n_objects=5", "categories=duck,cube"]`` to a dict of values for ``validate``."""
     schemas = field_schemas(model)
     values, errors = {}, []
     for item in assignments:
@@ -145,7 +141,7 @@ def parse_assignments(model: type[BaseModel], assignments: list[str]) -> dict[st
         if not sep:
             errors.append(f"{item!r}: expected NAME=VALUE")
         else:  # unknown names pass through: ``validate`` reports them with the other errors
-            values[name] = _coerce(text, schemas.get(name, {}))
+            values[name] = _split_list(text, schemas.get(name, {}))
     if errors:
         raise ParameterError(errors)
     return values

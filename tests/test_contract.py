@@ -64,9 +64,15 @@ def test_step_rate_must_divide_into_frames():
 def test_cli_show_documents_every_parameter():
     result = CliRunner().invoke(main, ["generators", "show", "tabletop"])
     assert result.exit_code == 0
+    rows = {}
+    for line in result.output.splitlines():  # rich table rows: │ cell │ cell │ ... │
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if len(cells) == 5:
+            rows[cells[0]] = cells
     for doc in describe(TabletopParams):
-        line = next(ln for ln in result.output.splitlines() if ln.startswith(doc.name + " "))
-        assert doc.description in line and doc.type in line
+        name, kind, default, allowed, description = rows[doc.name]
+        assert (kind, allowed, description) == (doc.type, doc.allowed, doc.description)
+        assert json.loads(default) == doc.default
     schema = json.loads(
         CliRunner().invoke(main, ["generators", "show", "tabletop", "--json"]).output
     )

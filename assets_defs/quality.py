@@ -53,8 +53,8 @@ def batch_dataset(
     storage.fetch(store.spec_path(batch), store.manifest_path(batch))
     tests = dataset_tests.for_spec(store.spec(batch))
     results = quality.run_checks(store, batch, tests)
-    quality.record_results(store, batch, results)
     report, plots = write_report(store, batch, results)
+    storage.publish(quality.record_results(store, batch, results), report)
     con = ds.connect(store)
     counts = {
         name: con.execute(f"SELECT count(*) FROM {name} WHERE batch = '{batch}'").fetchall()[0][0]

@@ -3,6 +3,7 @@ resuming a killed shard."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -154,7 +155,7 @@ def test_a_shard_killed_partway_ends_with_the_same_tables_when_run_again(tmp_pat
                         "-c",
                         (
                             "import sys; from vario.run import shard as sh; "
-                            "from generators.datastore import DataStore; from pathlib import Path; "
+                            "from vario.store.layout import DataStore; from pathlib import Path; "
                             "s = DataStore(Path(sys.argv[1])); "
                             "sh.run_shard('tabletop', sh.shard_manifest(s.manifest('demo'), "
                             "sys.argv[2]), s.archive_dir('demo'), workers=1)"
@@ -200,6 +201,68 @@ def test_a_shard_killed_partway_ends_with_the_same_tables_when_run_again(tmp_pat
         for r in (clean, resumed)
     ]
     assert jobs[0].equals(jobs[1])
+
+
+# Runs a shard of six jobs on two workers in a process of its own, as a Dagster step would,
+# and reports which workers ran the jobs, which of them are still there once ``run_shard`` has
+# returned, and the process's own children (forkserver, resource tracker) just before it exits.
+POOL_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+from vario.batch.plan import plan
+from vario.batch.spec import BatchSpec
+from vario.run import shard as sh
+
+def children():
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            found.append(int(stat.parent.name))
+    return found
+
+jobs = [{"n_objects": n, "n_frames": 2} for n in (1, 2, 3, 1, 2, 3)]
+spec = {"name": "pool", "generator": "tabletop", "fixed": {"resolution": 64}, "jobs": jobs}
+manifest = plan(BatchSpec.model_validate(spec)).manifest
+outcomes = sh.run_shard("tabletop", manifest, Path(sys.argv[1]), workers=2)
+pids = sorted({o.worker_pid for o in outcomes})
+report = {
+    "statuses": [o.status for o in outcomes],
+    "worker_pids": pids,
+    "workers_left": [p for p in pids if Path(f"/proc/{p}").exists()],
+    "children": children(),
+}
+print(json.dumps(report), flush=True)
+"""
+
+
+def _gone(pids: list[int], within: float = 30.0) -> list[int]:
+    """The pids still running after waiting up to ``within`` seconds for them to end."""
+    deadline = time.monotonic() + within
+    left = pids
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [p for p in left if Path(f"/proc/{p}").exists()]
+    return left
+
+
+def test_a_shard_reuses_its_workers_and_its_process_leaves_nothing_behind(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-c", POOL_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        report = json.loads(process.stdout.readline())
+        process.wait(timeout=60)  # a pool left running would hang the process at exit
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    assert report["statuses"] == ["ok"] * 6
+    assert 1 <= len(report["worker_pids"]) <= 2  # six jobs, at most two workers: reused
+    assert report["workers_left"] == []  # the pool ended with run_shard
+    assert _gone(report["children"]) == []  # its forkserver ended with the process
 
 
 @pytest.mark.skipif(gpu_available(), reason="needs a machine without a GPU to fail a job")

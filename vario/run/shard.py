@@ -9,15 +9,16 @@ got there.
 
 from __future__ import annotations
 
+import functools
 import json
-import multiprocessing
 import os
 import traceback
 import zipfile
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,8 +26,11 @@ import pyarrow.compute as pc
 from generators.contract import registry
 from generators.labels import archive as arc
 from generators.labels import tables
-from generators.scene import catalog
 from generators.settings import settings
+from vario.run.pool import worker_pool
+
+if TYPE_CHECKING:
+    from generators.contract.generator import Generator
 
 _REQUIRED = ("job.json", *(f"labels/{t}.parquet" for t in arc.LABEL_TABLES))
 
@@ -37,6 +41,7 @@ class JobOutcome:
     status: str  # "ok", "failed" or "skipped" (already complete)
     error: str | None = None
     tables: dict[str, pa.Table] | None = None  # a fresh job's label tables
+    worker_pid: int | None = None  # the worker process that ran it (None when skipped)
 
 
 def archive_path(out_dir: Path, job_id: str) -> Path:
@@ -57,37 +62,27 @@ def is_complete(path: Path) -> bool:
         return False
 
 
-def run_one(
-    generator: str, params_json: str, seed: int, out_dir: str, batch_id: str, env: dict
-) -> dict:
+@functools.cache
+def _generator(name: str) -> Generator:
+    """One generator instance per worker: a registry lookup reads every installed package's
+    entry points, which is a few milliseconds a job for nothing."""
+    return registry.get(name)
+
+
+def run_one(generator: str, params_json: str, seed: int, out_dir: str, batch_id: str) -> dict:
     """One job inside a pool worker; failures come back as values, never as exceptions.
-    ``env`` carries the parent's ``VARIO_*`` settings (catalog, cache, time limit): pool
-    workers fork from a server that may have started before they were set."""
-    if any(os.environ.get(k) != v for k, v in env.items()):
-        os.environ.update(env)
-        catalog.refresh()
-    gen = registry.get(generator)
+    The worker's pid comes back too, so a caller can see which worker ran the job."""
+    gen = _generator(generator)
     params = gen.Params.model_validate_json(params_json)
     try:
         result = gen.run(params, seed, Path(out_dir), batch_id=batch_id)
     except Exception as exc:  # a bug or a broken asset: recorded, the shard goes on
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-        return {"status": "failed", "error": error}
+        return {"status": "failed", "error": error, "worker_pid": os.getpid()}
     if result.status != "ok":
-        return {"status": "failed", "error": result.error}
+        return {"status": "failed", "error": result.error, "worker_pid": os.getpid()}
     tables = {name: getattr(result, name) for name in arc.LABEL_TABLES}
-    return {"status": "ok", "tables": tables}
-
-
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """Forkserver children start from a server process that already imported the generators
-    (once per process), so a pool starts fast and its workers share no threads with Dagster.
-    A pool lives for one shard: one left running would hang its process at exit."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(
-        ["generators.job", "vario.run.shard", "generators.contract.registry"]
-    )
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return {"status": "ok", "tables": tables, "worker_pid": os.getpid()}
 
 
 def default_workers() -> int:
@@ -113,7 +108,6 @@ def run_shard(
             outcomes[row["job_id"]] = JobOutcome(row["job_id"], "skipped")
         else:
             todo.append(row)
-    env = {k: v for k, v in os.environ.items() if k.startswith("VARIO_")}
     if todo:
         with worker_pool(min(workers or default_workers(), len(todo))) as pool:
             futures = {
@@ -124,7 +118,6 @@ def run_shard(
                     r["seed"],
                     str(out_dir),
                     r["batch_id"],
-                    env,
                 ): r
                 for r in todo
             }

@@ -1,0 +1,35 @@
+"""What every job needs, loaded once per process by the forkserver that pool workers fork from.
+
+The forkserver can only be told module names to import, so importing this module does the
+work: afterwards each worker starts with it in memory (shared copy-on-write) instead of paying
+seconds for it on its first job. It loads:
+
+- every installed generator (through the registry) and so the scene, physics, renderer and
+  label modules they import: PyBullet, PyAV, pycocotools, trimesh;
+- the asset catalog, whose meshes trimesh reads and measures;
+- pandas, which pyarrow imports the first time it builds a table from Python rows.
+
+The catalog reflects the environment the forkserver started with; a worker given other
+``VARIO_*`` settings reads it again (``vario.run.pool.init_worker``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pyarrow as pa
+
+from generators.contract import registry
+from generators.scene import catalog
+
+
+def warm() -> None:
+    """Load it all; a failure is left for the first job that needs the piece to report, since
+    an exception here would take the forkserver, and with it the whole pool, down."""
+    with contextlib.suppress(Exception):
+        registry.available()
+        catalog.default_catalog()
+        pa.Table.from_pylist([{"warm": 1}])
+
+
+warm()

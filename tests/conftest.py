@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,21 +37,27 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _environment(tmp_path_factory):
-    """Every test session gets its own data folder, Dagster home and catalog cache (primitives
-    are generated into it, as on a fresh machine): nothing reads or writes the checkout's
+ISOLATED = ("VARIO_CACHE_DIR", "VARIO_DATA_DIR", "DAGSTER_HOME", "VARIO_CATALOG_DIR")
+_ROOT = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every test process gets its own data folder, Dagster home and catalog cache (primitives
+    are generated into it, as on a fresh machine), set before any test module is imported, so
+    that definitions built at import see them too: nothing reads or writes the checkout's
     ``data/`` or ``.dagster_home/``, and no user mesh there leaks into a test."""
-    mp = pytest.MonkeyPatch()
-    for variable, folder in (
-        ("VARIO_CACHE_DIR", "cache"),
-        ("VARIO_DATA_DIR", "data"),
-        ("DAGSTER_HOME", "dagster_home"),
-    ):
-        mp.setenv(variable, str(tmp_path_factory.mktemp(folder)))
+    root = Path(tempfile.mkdtemp(prefix="vario-tests-"))
+    config.stash[_ROOT] = root
+    for variable in ISOLATED:
+        folder = root / variable.lower()
+        folder.mkdir()
+        os.environ[variable] = str(folder)
     default_catalog.cache_clear()
-    yield
-    mp.undo()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _ROOT in config.stash:
+        shutil.rmtree(config.stash[_ROOT], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -108,6 +108,7 @@ def test_every_asset_of_the_merged_definitions_materialises(project, monkeypatch
     from dagster_project.definitions import defs
 
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    monkeypatch.setenv("VARIO_DATA_DIR", env["VARIO_DATA_DIR"])  # the storage's EnvVar
     with dg.DagsterInstance.get() as instance:
         sample = defs.resolve_job_def("__ASSET_JOB").execute_in_process(
             instance=instance,
@@ -115,7 +116,6 @@ def test_every_asset_of_the_merged_definitions_materialises(project, monkeypatch
             run_config={
                 "ops": {"sample_job": {"config": {"assignments": ["n_frames=1", "resolution=64"]}}}
             },
-            resources={"storage": StorageResource(root=str(root / "data"))},
         )
         assert sample.success
         keys = defs.resolve_asset_graph().get_all_asset_keys()

@@ -5,6 +5,7 @@ onto integers, floats and choices."""
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,11 @@ def _unit_points(sampler: Sampler, dims: int, seed: int) -> np.ndarray:
     m = int(np.log2(sampler.count))
     if 2**m == sampler.count:  # a power of two keeps Sobol's balance properties
         return engine.random_base2(m)
-    return engine.random(sampler.count)
+    # The first ``count`` points of the sequence; scipy warns that other counts lose the
+    # balance properties, which docs/batches.md says once instead of on every plan.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The balance properties of Sobol", UserWarning)
+        return engine.random(sampler.count)
 
 
 def _stratify(u: np.ndarray, sampler: Sampler, names: list[str]) -> np.ndarray:

@@ -494,13 +494,13 @@ def _label_problems(columns) -> list[str]:
             {"size": sizes[i], "counts": c}  # str counts are accepted
             for c, i in zip(counts.tolist(), which.tolist(), strict=True)
         ]
-        boxes = mask_utils.toBbox(rles)
         # pycocotools' area() sizes a uint8 array by the count: more than 255 masks per call
-        # overflow under NumPy 2, so it is called in chunks
-        areas = np.concatenate(
-            [mask_utils.area(rles[i : i + 255]) for i in range(0, len(rles), 255)]
-        )
-        del rles
+        # overflow under NumPy 2, so it is called in chunks; toBbox() too, which is a third
+        # faster on chunks than on a million masks at once.
+        chunks = [rles[i : i + 255] for i in range(0, len(rles), 255)]
+        boxes = np.concatenate([mask_utils.toBbox(chunk) for chunk in chunks])
+        areas = np.concatenate([mask_utils.area(chunk) for chunk in chunks])
+        del rles, chunks
     stated = np.column_stack(
         [columns.column(c).to_numpy() for c in ("box_x_min", "box_y_min", "box_x_max", "box_y_max")]
     ).astype(float)
@@ -596,14 +596,9 @@ def run_checks(
     """Every dataset test of the batch, in ``CHECKS`` order."""
     tests = tests or DatasetTests()
     b = _load(store, batch, tests)
-    results = []
-    for name, check in CHECKS.items():
-        section = getattr(tests, name)
-        if b is None or b.jobs.empty:
-            results.append(_empty(name, section.severity, batch))
-        else:
-            results.append(check(b, section))
-    return results
+    if b is None or b.jobs.empty:
+        return [_empty(name, getattr(tests, name).severity, batch) for name in CHECKS]
+    return [check(b, getattr(tests, name)) for name, check in CHECKS.items()]
 
 
 # Recorded results: ``batches/<batch>/tests.json``. The checks run once (``vario dataset test``

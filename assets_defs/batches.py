@@ -118,6 +118,10 @@ def shard(context: dg.AssetExecutionContext, storage: StorageResource):
                     )
                 )
             },
+            # each job had its try and its error is recorded; a retry would render the same
+            # failures again (and a Cycles job start Blender again). Retries are for crashes
+            # of the step itself; a re-run of the shard retries the failed jobs.
+            allow_retries=False,
         )
     done = [sh.archive_path(out_dir, o.job_id) for o in outcomes if o.status != "failed"]
     missing = [p.stem for p in done if not sh.is_complete(p)]

@@ -9,7 +9,9 @@ same size, started the same way (forked from the same warm forkserver), calling
 ``Generator.run`` for every job, with the generator looked up once per worker as the shard
 runner does.
 
-The Dagster side is timed from the sensor's evaluation, on an instance already created.
+The Dagster side is timed from the sensor's evaluation, on an instance already created, and
+runs between the two halves of the bare loop, so that a drift of the machine's speed during
+the run weighs on both sides alike.
 Shard start is from the shard step's ``STEP_START`` event to the start of its first job in a
 worker (an archive's mtime less the job's ``total_seconds``), read back from what the run
 left behind, so nothing is instrumented.
@@ -55,8 +57,9 @@ def _bare_job(params_json: str, seed: int, out: str) -> None:
     gen.run(gen.Params.model_validate_json(params_json), seed, Path(out))
 
 
-def bare_loop(spec: dict, workers: int, out: Path) -> float:
-    manifest = plan(BatchSpec.model_validate(spec)).manifest.to_pylist()
+def bare_loop(spec: dict, workers: int, out: Path, part: slice = slice(None)) -> float:
+    """Seconds to render the planned jobs in ``part`` in a plain pool."""
+    manifest = plan(BatchSpec.model_validate(spec)).manifest.to_pylist()[part]
     started = time.perf_counter()
     with worker_pool(workers) as pool:  # the shard runner's own pool: same workers, same start
         list(
@@ -88,7 +91,7 @@ def shard_starts(instance: dg.DagsterInstance, run_ids: list[str], root: Path) -
 def through_dagster(spec: dict, root: Path) -> tuple[float, list[float]]:
     os.environ["VARIO_DATA_DIR"] = str(root)
     from dagster_project.definitions import defs
-    from dagster_project.resources import storage
+    from dagster_project.local_run import console_run_config, evaluate_sensor
     from dagster_project.sensors import inbox_sensor
 
     store = DataStore(root)
@@ -98,16 +101,13 @@ def through_dagster(spec: dict, root: Path) -> tuple[float, list[float]]:
         # from here on: a deployment's instance exists already, creating its schema is not
         # part of a batch
         started = time.perf_counter()
-        with dg.build_sensor_context(instance=instance, resources={"storage": storage()}) as ctx:
-            result = inbox_sensor(ctx)
-        for request in result.dynamic_partitions_requests:
-            instance.add_dynamic_partitions(
-                request.partitions_def_name, list(request.partition_keys)
-            )
+        result = evaluate_sensor(inbox_sensor, instance)
         run_ids = []
-        for request in result.run_requests:
-            outcome = defs.get_job_def(request.job_name).execute_in_process(
-                instance=instance, partition_key=request.partition_key
+        for request in result.run_requests:  # as `vario batch run` executes them
+            outcome = defs.resolve_job_def(request.job_name).execute_in_process(
+                run_config=console_run_config("ERROR"),
+                instance=instance,
+                partition_key=request.partition_key,
             )
             assert outcome.success
             if request.job_name == "render_shard_job":
@@ -159,9 +159,13 @@ def main() -> None:
             args.workers,
             tmp / "warm",
         )  # warm-up: forkserver, imports, caches
-        bare_s = bare_loop(spec, args.workers, tmp / "bare")
+        # bare, Dagster, bare (each bare half of the jobs): a machine that speeds up or slows
+        # down during the run weighs on both sides alike
+        half = slice(0, args.jobs // 2), slice(args.jobs // 2, None)
+        bare_s = bare_loop(spec, args.workers, tmp / "bare", half[0])
         bare_mib = peak_mib()
         dagster_s, starts = through_dagster(spec, tmp / "dagster")
+        bare_s += bare_loop(spec, args.workers, tmp / "bare", half[1])
         job_s = {
             "bare": mean_job_seconds(tmp / "bare"),
             "dagster": mean_job_seconds(tmp / "dagster" / "archives" / "bench"),

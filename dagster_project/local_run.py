@@ -23,6 +23,7 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
+from assets_defs.storage import StorageResource
 from dagster_project.definitions import defs
 from dagster_project.instance import dagster_home
 from dagster_project.resources import resolved_storage, storage
@@ -56,7 +57,7 @@ class BatchRun:
         ]
 
 
-def _quiet(log_level: str) -> dict:
+def console_run_config(log_level: str) -> dict:
     """Run config that keeps Dagster's event log in the instance (and the UI): the console
     logger prints only at ``log_level`` and above."""
     return {"loggers": {"console": {"config": {"log_level": log_level}}}}
@@ -79,7 +80,7 @@ def _execute(
     if request.run_key:
         tags[RUN_KEY_TAG] = request.run_key
     result = defs.resolve_job_def(request.job_name).execute_in_process(
-        run_config=_quiet(log_level),
+        run_config=console_run_config(log_level),
         instance=instance,
         partition_key=request.partition_key,
         tags=tags,
@@ -88,17 +89,22 @@ def _execute(
     return RunOutcome(request.job_name, request.partition_key, result.success), result
 
 
-def _evaluate(
-    sensor: dg.SensorDefinition, instance: dg.DagsterInstance, verbose: bool
+def evaluate_sensor(
+    sensor: dg.SensorDefinition,
+    instance: dg.DagsterInstance,
+    storage_resource: StorageResource | None = None,
+    verbose: bool = False,
 ) -> dg.SensorResult:
-    """One tick of ``sensor``, with its partition requests applied as the daemon would. The
-    sensor's log lines (the daemon keeps them with the tick) are printed only if ``verbose``:
-    Dagster builds a sensor's console logger on first use, bound to the ``sys.stderr`` of
-    that moment, so they are caught by redirecting it."""
+    """One tick of ``sensor``, with its partition requests applied as the daemon would
+    (``storage_resource`` defaults to the configured one). The sensor's log lines (the
+    daemon keeps them with the tick) are printed only if ``verbose``: Dagster builds a
+    sensor's console logger on first use, bound to the ``sys.stderr`` of that moment, so
+    they are caught by redirecting it."""
     captured = io.StringIO()
+    resources = {"storage": storage_resource or storage()}
     with (
         contextlib.redirect_stderr(captured),
-        dg.build_sensor_context(instance=instance, resources={"storage": storage()}) as ctx,
+        dg.build_sensor_context(instance=instance, resources=resources) as ctx,
     ):
         result = sensor(ctx)
     if verbose:
@@ -161,12 +167,12 @@ def run_batch(
     resource = resolved_storage()
     resource.submit(spec_path)
     finish = watch_jobs(resource.store, plan, on_progress) if on_progress else (lambda: None)
+    verbose = log_level == "DEBUG"
     try:
-        for request in _evaluate(inbox_sensor, instance, log_level == "DEBUG").run_requests:
+        for request in evaluate_sensor(inbox_sensor, instance, verbose=verbose).run_requests:
             _run(instance, inbox_sensor, request, outcome, on_run, log_level)
-        for request in _evaluate(
-            batch_complete_sensor, instance, log_level == "DEBUG"
-        ).run_requests:
+        completion = evaluate_sensor(batch_complete_sensor, instance, verbose=verbose)
+        for request in completion.run_requests:
             if _ours(request, batch):
                 _run(instance, batch_complete_sensor, request, outcome, on_run, log_level)
     finally:

@@ -13,6 +13,7 @@ import yaml
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from assets_defs.storage import StorageResource
+from dagster_project.local_run import evaluate_sensor
 
 SPEC = {
     "name": "cli-run",
@@ -83,9 +84,7 @@ def test_runs_are_in_the_instance_and_the_daemon_would_launch_nothing(project, m
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
         storage = StorageResource(root=str(root / "data"))
         for sensor in (inbox_sensor, batch_complete_sensor):
-            with dg.build_sensor_context(instance=instance, resources={"storage": storage}) as ctx:
-                result = sensor(ctx)
-            requests = result.run_requests if isinstance(result, dg.SensorResult) else list(result)
+            requests = evaluate_sensor(sensor, instance, storage).run_requests
             if sensor is batch_complete_sensor:  # it asks again every tick: dataset, release
                 assert len(requests) == 2
             for request in requests:  # the daemon's own test: a run with this key and sensor

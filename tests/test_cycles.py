@@ -275,10 +275,15 @@ def test_flow_encoding_round_trips():
     assert np.allclose(decoded[0, 0], [1.5, -2.25]) and np.isnan(decoded[0, 1]).all()
 
 
-@pytest.mark.skipif(gpu_available(), reason="this machine has a GPU")
-def test_gpu_without_a_gpu_is_a_clear_failure_not_a_fallback(tmp_path):
+def test_device_gpu_renders_on_a_gpu_and_fails_clearly_without_one(tmp_path):
+    """Never a silent fallback to the CPU: with a GPU the job renders on it; without one it is
+    a failed job that says why, and leaves nothing."""
     gen = TabletopGenerator()
     result = gen.run(gen.Params(**TINY_CYCLES, device="gpu"), 1, tmp_path)
+    if gpu_available():
+        assert result.status == "ok", result.log
+        assert _manifest(result.archive)["params"]["device"] == "gpu"
+        return
     assert result.status == "failed" and result.archive is None
     assert "device=gpu" in result.error and "no OptiX or CUDA device" in result.error
     assert list(tmp_path.iterdir()) == []

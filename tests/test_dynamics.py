@@ -12,6 +12,7 @@ import yaml
 
 from assets_defs.batches import shard
 from assets_defs.storage import StorageResource
+from dagster_project.local_run import evaluate_sensor
 from dagster_project.schedules import catalog_sensor, nightly_batch
 from dagster_project.sensors import inbox_sensor
 from generators.scene import catalog
@@ -19,11 +20,7 @@ from vario.store import views as ds
 
 
 def _accept(instance, storage):
-    with dg.build_sensor_context(instance=instance, resources={"storage": storage}) as ctx:
-        result = inbox_sensor(ctx)
-    for request in result.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return result
+    return evaluate_sensor(inbox_sensor, instance, storage)
 
 
 def test_the_nightly_schedule_submits_the_template_with_a_new_seed(tmp_path):

@@ -17,8 +17,8 @@ import yaml
 
 from assets_defs.batches import batches, dataset, shard, shards
 from assets_defs.storage import StorageResource
+from dagster_project.local_run import evaluate_sensor
 from dagster_project.sensors import batch_complete_sensor, inbox_sensor
-from generators.render.tiny import gpu_available
 from vario.store import views as ds
 
 SPEC = {
@@ -42,16 +42,6 @@ def _write_spec(folder: Path, spec: dict, name: str = "spec.yaml") -> Path:
     return path
 
 
-def _evaluate(sensor, instance, storage):
-    with dg.build_sensor_context(instance=instance, resources={"storage": storage}) as context:
-        return sensor(context)
-
-
-def _register(instance, result) -> None:
-    for request in result.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-
-
 def _materialize_batch(instance, storage, shard_keys) -> None:
     for key in shard_keys:
         result = dg.materialize(
@@ -67,7 +57,7 @@ def test_sensor_turns_a_spec_into_partitions_and_runs(tmp_path):
     storage = StorageResource(root=str(tmp_path))
     _write_spec(storage.store.inbox, SPEC)
     with dg.instance_for_test() as instance:
-        result = _evaluate(inbox_sensor, instance, storage)
+        result = evaluate_sensor(inbox_sensor, instance, storage)
         shard_requests = [r for r in result.run_requests if r.job_name == "render_shard_job"]
         assert [r.partition_key for r in shard_requests] == ["demo~00000", "demo~00001"]
         added = {
@@ -79,7 +69,7 @@ def test_sensor_turns_a_spec_into_partitions_and_runs(tmp_path):
         assert not storage.store.inbox_specs()  # processed
         # the same spec again: the same run keys, which Dagster runs only once
         _write_spec(storage.store.inbox, SPEC, "again.yaml")
-        again = _evaluate(inbox_sensor, instance, storage)
+        again = evaluate_sensor(inbox_sensor, instance, storage)
         assert {r.run_key for r in again.run_requests} == {r.run_key for r in result.run_requests}
 
 
@@ -88,7 +78,7 @@ def test_an_invalid_spec_launches_nothing_and_leaves_its_error_beside_it(tmp_pat
     bad = {**SPEC, "fixed": {"resolution": 5000}}
     _write_spec(storage.store.inbox, bad, "bad.yaml")
     with dg.instance_for_test() as instance:
-        result = _evaluate(inbox_sensor, instance, storage)
+        result = evaluate_sensor(inbox_sensor, instance, storage)
         assert result.run_requests == [] and result.dynamic_partitions_requests == []
     rejected = storage.store.inbox / "rejected"
     assert (rejected / "bad.yaml").exists()
@@ -101,14 +91,13 @@ def test_a_batch_materialises_into_tables_that_duckdb_reads(tmp_path):
     storage = StorageResource(root=str(tmp_path))
     _write_spec(storage.store.inbox, SPEC)
     with dg.instance_for_test() as instance:
-        result = _evaluate(inbox_sensor, instance, storage)
-        _register(instance, result)
+        evaluate_sensor(inbox_sensor, instance, storage)
         keys = instance.get_dynamic_partitions(shards.name)
         assert instance.get_dynamic_partitions(batches.name) == ["demo"]
         _materialize_batch(instance, storage, keys[:1])
-        assert not list(_evaluate(batch_complete_sensor, instance, storage))  # not yet
+        assert not evaluate_sensor(batch_complete_sensor, instance, storage).run_requests  # not yet
         _materialize_batch(instance, storage, keys[1:])
-        complete = list(_evaluate(batch_complete_sensor, instance, storage))
+        complete = evaluate_sensor(batch_complete_sensor, instance, storage).run_requests
         assert [r.run_key for r in complete] == ["dataset:demo:2", "release:demo:2"]
         assert dg.materialize([dataset], instance=instance, resources={"storage": storage}).success
         checks = instance.get_latest_materialization_event(dg.AssetKey("rendered_shard"))
@@ -144,8 +133,7 @@ def test_a_shard_killed_partway_ends_with_the_same_tables_when_run_again(tmp_pat
         storage = StorageResource(root=str(tmp_path / name))
         _write_spec(storage.store.inbox, spec)
         with dg.instance_for_test() as instance:
-            result = _evaluate(inbox_sensor, instance, storage)
-            _register(instance, result)
+            evaluate_sensor(inbox_sensor, instance, storage)
             (key,) = instance.get_dynamic_partitions(shards.name)
             if name == "killed":
                 archives = storage.store.archive_dir("demo")
@@ -265,26 +253,24 @@ def test_a_shard_reuses_its_workers_and_its_process_leaves_nothing_behind(tmp_pa
     assert _gone(report["children"]) == []  # its forkserver ended with the process
 
 
-@pytest.mark.skipif(gpu_available(), reason="needs a machine without a GPU to fail a job")
 @pytest.mark.parametrize(("rate", "shard_ok"), [(0.5, True), (0.1, False)])
 def test_a_failed_job_is_recorded_and_fails_the_shard_only_past_the_rate(tmp_path, rate, shard_ok):
+    """One job of four raises (the test-only ``faulty`` generator). Within the batch's rate the
+    shard succeeds with a ``failed`` jobs row; past it the step fails once, with the failure
+    count and the job's error, and is not retried (each job already had its try)."""
+    ok = {"fault": "none"}
     spec = {
         "name": "mixed",
-        "generator": "tabletop",
+        "generator": "faulty",
         "shard_size": 4,
         "max_failure_rate": rate,
         "fixed": {"resolution": 64},
-        "jobs": [
-            {"n_objects": 1},
-            {"n_objects": 2},
-            {"n_objects": 3},
-            {"renderer": "cycles", "device": "gpu", "samples": 1},
-        ],
+        "jobs": [{**ok, "n_objects": 1}, {**ok, "n_objects": 2}, ok, {"fault": "raise"}],
     }
     storage = StorageResource(root=str(tmp_path))
     _write_spec(storage.store.inbox, spec)
     with dg.instance_for_test() as instance:
-        _register(instance, _evaluate(inbox_sensor, instance, storage))
+        evaluate_sensor(inbox_sensor, instance, storage)
         result = dg.materialize(
             [shard],
             partition_key="mixed~00000",
@@ -293,11 +279,23 @@ def test_a_failed_job_is_recorded_and_fails_the_shard_only_past_the_rate(tmp_pat
             raise_on_error=False,
         )
         assert result.success is shard_ok
+        events = instance.all_logs(result.run_id)
+        kinds = [e.dagster_event.event_type_value for e in events if e.dagster_event]
+        assert "STEP_RESTARTED" not in kinds and "STEP_UP_FOR_RETRY" not in kinds
+    records = list((tmp_path / "archives" / "mixed").glob("*.failed.json"))
+    assert len(records) == 1 and "faulty generator asked to fail" in records[0].read_text()
     if shard_ok:
         con = ds.connect(storage.store)
         rows = con.execute("SELECT status, error FROM jobs ORDER BY status").fetchall()
         assert [r[0] for r in rows] == ["failed", "ok", "ok", "ok"]
-        assert "device=gpu" in rows[0][1]
+        assert "RuntimeError: faulty generator asked to fail" in rows[0][1]
+    else:
+        (failure,) = [e for e in result.all_events if e.is_step_failure]
+        data = failure.step_failure_data
+        assert "1 of 4 jobs failed, more than the batch's max_failure_rate 0.1" in (
+            data.user_failure_data.description
+        )
+        assert "faulty generator asked to fail" in data.user_failure_data.metadata["errors"].value
 
 
 def test_dagster_definitions_validate():

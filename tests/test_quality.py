@@ -16,6 +16,7 @@ import yaml
 from assets_defs.batches import shard
 from assets_defs.quality import DatasetTestsResource, batch_dataset, batch_export
 from assets_defs.storage import StorageResource
+from dagster_project.local_run import evaluate_sensor
 from dagster_project.sensors import inbox_sensor
 from vario.batch.plan import plan
 from vario.batch.spec import BatchSpec
@@ -32,12 +33,7 @@ def _build(tmp_path, spec: dict, *, render: bool = True) -> StorageResource:
     storage.store.inbox.mkdir(parents=True)
     (storage.store.inbox / "spec.yaml").write_text(yaml.safe_dump(spec))
     with dg.instance_for_test() as instance:
-        with dg.build_sensor_context(instance=instance, resources={"storage": storage}) as ctx:
-            result = inbox_sensor(ctx)
-        for request in result.dynamic_partitions_requests:
-            instance.add_dynamic_partitions(
-                request.partitions_def_name, list(request.partition_keys)
-            )
+        result = evaluate_sensor(inbox_sensor, instance, storage)
         for request in result.run_requests if render else []:
             if request.job_name == "render_shard_job":
                 assert dg.materialize(

@@ -14,6 +14,7 @@ from moto.server import ThreadedMotoServer
 
 from assets_defs.batches import batch_manifest, dataset, shard
 from assets_defs.storage import StorageResource
+from dagster_project.local_run import evaluate_sensor
 from dagster_project.sensors import inbox_sensor
 from vario.store import views as ds
 
@@ -65,12 +66,7 @@ def test_a_batch_runs_through_s3_and_resumes_anywhere(tmp_path, s3_endpoint):
     here = _storage(tmp_path / "machine_a", s3_endpoint)
     assert here.submit(spec_file) == f"s3://{BUCKET}/vario/inbox/clouds.yaml"
     with dg.instance_for_test() as instance:
-        with dg.build_sensor_context(instance=instance, resources={"storage": here}) as ctx:
-            result = inbox_sensor(ctx)
-        for request in result.dynamic_partitions_requests:
-            instance.add_dynamic_partitions(
-                request.partitions_def_name, list(request.partition_keys)
-            )
+        result = evaluate_sensor(inbox_sensor, instance, here)
         shards = [r.partition_key for r in result.run_requests if r.partition_key != "clouds"]
         for key in shards:
             assert dg.materialize(

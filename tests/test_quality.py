@@ -362,3 +362,29 @@ def test_the_cli_reports_the_results_vario_dataset_test_recorded(sobol_batch, tm
         quality.recorded_results(DataStore(root), "good")
     )
     assert len(page.images) == len(SECTIONS)
+
+
+def test_integrity_reads_each_mask_at_its_own_frame_size(tmp_path):
+    """Frames of two sizes in one batch: every mask is decoded at its frame's size (a mask
+    read at the other size would give another box), and a wrong box is still found."""
+    spec = {
+        "name": "sizes",
+        "generator": "tabletop",
+        "shard_size": 2,
+        "fixed": {**FIXED, "n_objects": 3},
+        "jobs": [{"resolution": 64}, {"resolution": 96}],
+    }
+    storage = _build(tmp_path, spec)
+    integrity = _by_name(quality.run_checks(storage.store, "sizes"))["integrity"]
+    assert integrity.passed, integrity.message
+    path = storage.store.table_path("objects", "sizes", "sizes~00000")
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    frames = pq.read_table(storage.store.table_path("frames", "sizes", "sizes~00000"))
+    wide = {f["job_id"] for f in frames.to_pylist() if f["width"] == 96}
+    big = next(i for i, r in enumerate(rows) if r["job_id"] in wide)
+    rows[big]["box_x_min"] += 1
+    pq.write_table(table.from_pylist(rows, table.schema), path)
+    integrity = _by_name(quality.run_checks(storage.store, "sizes"))["integrity"]
+    assert not integrity.passed
+    assert f"job {rows[big]['job_id']} frame {rows[big]['frame']}" in integrity.message

@@ -22,6 +22,7 @@ exception.
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import os
 import zipfile
@@ -34,6 +35,7 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict, Field
@@ -444,14 +446,24 @@ def check_integrity(b: _Batch, t: IntegrityTests) -> CheckResult:
         f"job {job_id}: no complete archive"
         for job_id in _without_archive(manifest.column("job_id").to_pylist(), ok, out_dir)
     ]
+    sizes = b.con.sql(
+        f"SELECT DISTINCT height, width FROM frames WHERE batch = '{b.name}'"
+    ).fetchall()
+    # each mask with its frame's size: the join with frames is needed only when the batch's
+    # frames differ in size
+    size_columns, join = (
+        ("", "")
+        if len(sizes) == 1
+        else (", f.height, f.width", "JOIN frames f USING (job_id, frame)")
+    )
     columns = b.con.sql(
         "SELECT o.job_id, o.frame, o.instance_id, o.box_x_min, o.box_y_min, o.box_x_max, "
-        "o.box_y_max, o.visible_pixels, o.mask_rle, f.height, f.width FROM objects o "
-        f"JOIN frames f USING (job_id, frame) WHERE o.batch = '{b.name}'"
+        f"o.box_y_max, o.visible_pixels, o.mask_rle{size_columns} "
+        f"FROM objects o {join} WHERE o.batch = '{b.name}'"
     ).to_arrow_table()
     n_objects = columns.num_rows
     if n_objects:
-        problems += _label_problems(columns)
+        problems += _label_problems(columns, sizes[0] if len(sizes) == 1 else None)
     rng = np.random.default_rng(0)
     sample = sorted(ok)
     if len(sample) > t.sample_jobs:
@@ -480,27 +492,31 @@ def _without_archive(job_ids: list[str], ok: set[str], out_dir: Path) -> list[st
     return [j for j in job_ids if j not in ok or j not in archived]
 
 
-def _label_problems(columns) -> list[str]:
+def _label_problems(columns, size: tuple[int, int] | None) -> list[str]:
     """Objects whose box or pixel count is not their mask's, from an Arrow table of objects
-    rows with their frame's size. pycocotools decodes every mask; at a million rows the
-    Python dicts it takes dominate, so they are built with the garbage collector paused
-    (nothing they hold can form a cycle) and share one size list per image size."""
-    heights, widths = (columns.column(c).to_numpy().astype(np.int64) for c in ("height", "width"))
-    keys, which = np.unique(heights << 32 | widths, return_inverse=True)  # one per size
-    sizes = [[int(k >> 32), int(k & 0xFFFFFFFF)] for k in keys]
-    counts = columns.column("mask_rle").to_numpy(zero_copy_only=False)
+    rows (with their frame's ``height`` and ``width`` unless all share ``size``). pycocotools
+    decodes every mask; at a million rows the Python dicts it takes dominate, so they are
+    built with the garbage collector paused (nothing they hold can form a cycle) and share
+    one size list per image size."""
+    counts = columns.column("mask_rle").cast(pa.binary()).to_pylist()  # no str.encode per mask
+    if size is not None:
+        sizes = itertools.repeat(list(size))  # one list, shared by every mask
+    else:
+        heights, widths = (
+            columns.column(c).to_numpy().astype(np.int64) for c in ("height", "width")
+        )
+        keys, which = np.unique(heights << 32 | widths, return_inverse=True)
+        shared = [[int(k >> 32), int(k & 0xFFFFFFFF)] for k in keys]
+        sizes = [shared[i] for i in which.tolist()]
     with _gc_paused():
-        rles = [
-            {"size": sizes[i], "counts": c}  # str counts are accepted
-            for c, i in zip(counts.tolist(), which.tolist(), strict=True)
-        ]
+        rles = [{"size": s, "counts": c} for s, c in zip(sizes, counts, strict=False)]
         # pycocotools' area() sizes a uint8 array by the count: more than 255 masks per call
         # overflow under NumPy 2, so it is called in chunks; toBbox() too, which is a third
         # faster on chunks than on a million masks at once.
         chunks = [rles[i : i + 255] for i in range(0, len(rles), 255)]
         boxes = np.concatenate([mask_utils.toBbox(chunk) for chunk in chunks])
         areas = np.concatenate([mask_utils.area(chunk) for chunk in chunks])
-        del rles, chunks
+        del rles, chunks, counts
     stated = np.column_stack(
         [columns.column(c).to_numpy() for c in ("box_x_min", "box_y_min", "box_x_max", "box_y_max")]
     ).astype(float)

@@ -232,7 +232,7 @@ def _run_batch(spec: Path, planned, workers: int | None, verbose: bool) -> int:
 
 
 def _print_outcome(outcome) -> None:
-    from dagster_project.console import out, table
+    from dagster_project.console import out
 
     ran = [r for r in outcome.runs if not r.skipped]
     out.print(
@@ -242,11 +242,14 @@ def _print_outcome(outcome) -> None:
     for r in outcome.failed_runs:
         out.print(f"  [red]FAILED[/] {r.job_name} {r.partition or ''}")
     if outcome.checks:
-        rows = [
-            (c.check_name, "pass" if c.passed else "FAIL", c.severity.value, c.description or "")
-            for c in outcome.checks
-        ]
-        table(rows, ("check", "result", "severity", "detail"), title="dataset tests")
+        _results_table(outcome.checks, title="dataset tests")
+
+
+def _results_table(results, title: str | None = None) -> None:
+    from dagster_project.console import table
+
+    rows = [(r.name, "pass" if r.passed else "FAIL", r.severity, r.message[:120]) for r in results]
+    table(rows, ("check", "result", "severity", "detail"), title=title)
 
 
 @batch.command("status")
@@ -287,7 +290,7 @@ def dataset() -> None:
 )
 def dataset_test(batch: str, tests_file: Path | None) -> None:
     """Run and record the dataset tests of BATCH; exit 1 when an ERROR check fails."""
-    from dagster_project.console import fail, table
+    from dagster_project.console import fail
     from dagster_project.resources import dataset_tests
     from vario.quality import checks as quality
 
@@ -302,8 +305,7 @@ def dataset_test(batch: str, tests_file: Path | None) -> None:
         fail("invalid dataset tests:\n  " + "\n  ".join(exc.messages))
     results = quality.run_checks(store, batch, tests)
     quality.record_results(store, batch, results)
-    rows = [(r.name, "pass" if r.passed else "FAIL", r.severity, r.message[:120]) for r in results]
-    table(rows, ("check", "result", "severity", "detail"))
+    _results_table(results)
     if any(r.blocking for r in results):
         sys.exit(1)
 

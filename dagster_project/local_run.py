@@ -29,6 +29,8 @@ from dagster_project.instance import dagster_home
 from dagster_project.resources import resolved_storage, storage
 from dagster_project.sensors import batch_complete_sensor, inbox_sensor
 from vario.batch.plan import Plan
+from vario.quality import checks as quality
+from vario.quality.checks import CheckResult
 from vario.store.layout import DataStore
 
 
@@ -44,17 +46,15 @@ class RunOutcome:
 class BatchRun:
     batch: str
     runs: list[RunOutcome] = field(default_factory=list)
-    checks: list[dg.AssetCheckEvaluation] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)  # as the release recorded them
 
     @property
     def failed_runs(self) -> list[RunOutcome]:
         return [r for r in self.runs if not r.success]
 
     @property
-    def blocking_failures(self) -> list[dg.AssetCheckEvaluation]:
-        return [
-            c for c in self.checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR
-        ]
+    def blocking_failures(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.blocking]
 
 
 def console_run_config(log_level: str) -> dict:
@@ -73,9 +73,9 @@ def _succeeded_before(instance: dg.DagsterInstance, run_key: str, sensor: str) -
 
 def _execute(
     instance: dg.DagsterInstance, sensor: str, request: dg.RunRequest, log_level: str
-) -> tuple[RunOutcome, dg.ExecuteInProcessResult | None]:
+) -> RunOutcome:
     if request.run_key and _succeeded_before(instance, request.run_key, sensor):
-        return RunOutcome(request.job_name, request.partition_key, True, skipped=True), None
+        return RunOutcome(request.job_name, request.partition_key, True, skipped=True)
     tags = {**request.tags, SENSOR_NAME_TAG: sensor}
     if request.run_key:
         tags[RUN_KEY_TAG] = request.run_key
@@ -86,7 +86,7 @@ def _execute(
         tags=tags,
         raise_on_error=False,
     )
-    return RunOutcome(request.job_name, request.partition_key, result.success), result
+    return RunOutcome(request.job_name, request.partition_key, result.success)
 
 
 def evaluate_sensor(
@@ -177,6 +177,8 @@ def run_batch(
                 _run(instance, batch_complete_sensor, request, outcome, on_run, log_level)
     finally:
         finish()
+    # the dataset tests as the release recorded them: this run's, or an earlier run's
+    outcome.checks = quality.recorded_results(resource.store, batch) or []
     return outcome
 
 
@@ -188,9 +190,7 @@ def _run(
     on_run: Callable[[RunOutcome], None] | None,
     log_level: str,
 ) -> None:
-    run, result = _execute(instance, sensor.name, request, log_level)
+    run = _execute(instance, sensor.name, request, log_level)
     outcome.runs.append(run)
     if on_run:
         on_run(run)
-    if result is not None and request.job_name == "release_job":
-        outcome.checks = list(result.get_asset_check_evaluations())

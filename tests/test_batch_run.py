@@ -127,6 +127,7 @@ def test_a_second_run_does_nothing_again(project):
     again = vario(env, "batch", "run", str(spec))
     assert again.returncode == 0, again.stdout + again.stderr
     assert "0 runs (5 done before), 0 failed" in again.stdout
+    assert "integrity" in again.stdout  # the tests as the first run's release recorded them
 
 
 def test_an_invalid_spec_exits_2_and_launches_nothing(project, tmp_path):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import dagster as dg
 
 from assets_defs.samples import sample_job
@@ -62,3 +66,16 @@ def test_invalid_parameters_fail_the_run_with_the_field_error(tmp_path):
     assert "invalid parameters for tabletop" in failure.step_failure_data.error.message
     assert "n_objects" in error.metadata["errors"].value and "99" in error.metadata["errors"].value
     assert not (tmp_path / "samples").exists() or not list((tmp_path / "samples").iterdir())
+
+
+def test_importing_the_definitions_changes_no_environment_variable():
+    """Settings are read, never written: a test or a worker sees only its own environment."""
+    code = (
+        "import json, os; before = dict(os.environ); import dagster_project.definitions; "
+        "print(json.dumps({k: v for k, v in os.environ.items() if before.get(k) != v}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    changed = json.loads(result.stdout.strip().splitlines()[-1])
+    changed.pop("LD_LIBRARY_PATH", None)  # OpenCV's own loader sets it when cv2 is imported
+    assert changed == {}

@@ -110,6 +110,7 @@ def generators_show(name: str, as_json: bool) -> None:
 def run(generator, assignments, seed, out, batch_id, preview, time_limit) -> None:
     """Run one job of GENERATOR and print where its archive is (exit 1 if it failed)."""
     from dagster_project.console import err, fail, progress
+    from generators.job import job_id
     from generators.params import ParameterError, parse_assignments, validate
     from generators.settings import settings
 
@@ -123,16 +124,21 @@ def run(generator, assignments, seed, out, batch_id, preview, time_limit) -> Non
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     with progress() as bar:
         task = bar.add_task(f"{generator} seed={seed} frames", total=None, note="")
-        result = gen.run(
-            params,
-            seed,
-            out or settings().data_dir / "jobs",
-            batch_id=batch_id,
-            on_frame=lambda done, total: bar.update(task, completed=done, total=total),
-            time_limit=time_limit,
-        )
-    if result.archive is None:
-        err.print(f"error: job {result.job_id} failed: {result.error}", markup=False)
+        try:
+            result = gen.run(
+                params,
+                seed,
+                out or settings().data_dir / "jobs",
+                batch_id=batch_id,
+                on_frame=lambda done, total: bar.update(task, completed=done, total=total),
+                time_limit=time_limit,
+            )
+        except Exception as exc:  # a job that raises in this process: failed, like any other
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            error = result.error if result.archive is None else None
+    if error is not None:
+        err.print(f"error: job {job_id(gen, params, seed)} failed: {error}", markup=False)
         sys.exit(1)
     click.echo(str(result.archive))
 

@@ -3,9 +3,11 @@ recorded in the instance, quiet on the console, and complete in the daemon's eye
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import dagster as dg
 import pytest
@@ -167,3 +169,41 @@ def test_jobs_failing_beyond_tolerance_exit_1(project, tmp_path):
     assert len(records) == 4
     assert all("faulty generator asked to fail" in r.read_text() for r in records)
     assert not (root / "data" / "tables" / "jobs" / "batch=faulty-run").exists()
+
+
+def test_batch_status_counts_the_jobs_and_refuses_an_unknown_batch(project):
+    _, _, env, _ = project
+    status = vario(env, "batch", "status", "cli-run")
+    assert status.returncode == 0, status.stderr
+    rows = {line.split("│")[1].strip(): line for line in status.stdout.splitlines() if "│" in line}
+    assert [c.strip() for c in rows["all"].split("│")[2:5]] == ["4", "0", "0"]
+    unknown = vario(env, "batch", "status", "nope")
+    assert unknown.returncode == 2 and "no batch 'nope'" in unknown.stderr
+    assert "cli-run" in unknown.stderr  # the batches there are
+
+
+def test_batch_submit_puts_a_valid_spec_in_the_inbox_and_refuses_a_taken_name(project, tmp_path):
+    root, _, env, _ = project
+    spec = tmp_path / "queued.yaml"
+    spec.write_text(yaml.safe_dump({**SPEC, "name": "queued"}))
+    submitted = vario(env, "batch", "submit", str(spec))
+    assert submitted.returncode == 0, submitted.stderr
+    assert "submitted queued (4 jobs, 2 shards)" in submitted.stdout
+    assert yaml.safe_load((root / "data" / "inbox" / "queued.yaml").read_text())["name"] == "queued"
+    (root / "data" / "inbox" / "queued.yaml").unlink()  # not for the other tests' sensors
+    taken = tmp_path / "taken.yaml"
+    taken.write_text(yaml.safe_dump({**SPEC, "seed": 9}))
+    refused = vario(env, "batch", "submit", str(taken))
+    assert refused.returncode == 2 and "exists with another spec" in refused.stderr
+
+
+def test_run_exits_1_on_a_failed_job_and_preview_uses_the_fast_renderer(project, tmp_path):
+    _, _, env, _ = project
+    small = ["--set", "resolution=64", "--set", "n_frames=1", "--out", str(tmp_path)]
+    failed = vario(env, "run", "faulty", "--set", "fault=raise", *small)
+    assert failed.returncode == 1
+    assert "failed: RuntimeError: faulty generator asked to fail" in failed.stderr
+    preview = vario(env, "run", "tabletop", "--set", "renderer=cycles", "--preview", *small)
+    assert preview.returncode == 0, preview.stderr
+    with zipfile.ZipFile(preview.stdout.strip().splitlines()[-1]) as z:
+        assert json.loads(z.read("job.json"))["renderer"] == "tiny"

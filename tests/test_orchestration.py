@@ -100,8 +100,12 @@ def test_a_batch_materialises_into_tables_that_duckdb_reads(tmp_path):
         complete = evaluate_sensor(batch_complete_sensor, instance, storage).run_requests
         assert [r.run_key for r in complete] == ["dataset:demo:2", "release:demo:2"]
         assert dg.materialize([dataset], instance=instance, resources={"storage": storage}).success
-        checks = instance.get_latest_materialization_event(dg.AssetKey("rendered_shard"))
-        assert checks is not None
+        check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey("rendered_shard"), "archives_complete")]
+        )
+        (execution,) = check.values()
+        evaluation = execution.event.dagster_event.event_specific_data
+        assert evaluation.passed and evaluation.metadata["missing"].value == []
     con = ds.connect(storage.store)
     assert con.execute("SELECT count(*), count(DISTINCT batch) FROM jobs").fetchall()[0] == (5, 1)
     frames = con.execute("SELECT count(*) FROM frames").fetchall()[0][0]
@@ -286,9 +290,14 @@ def test_a_failed_job_is_recorded_and_fails_the_shard_only_past_the_rate(tmp_pat
     assert len(records) == 1 and "faulty generator asked to fail" in records[0].read_text()
     if shard_ok:
         con = ds.connect(storage.store)
-        rows = con.execute("SELECT status, error FROM jobs ORDER BY status").fetchall()
-        assert [r[0] for r in rows] == ["failed", "ok", "ok", "ok"]
-        assert "RuntimeError: faulty generator asked to fail" in rows[0][1]
+        rows = con.execute("SELECT job_id, status, error FROM jobs ORDER BY status").fetchall()
+        assert [r[1] for r in rows] == ["failed", "ok", "ok", "ok"]
+        assert "RuntimeError: faulty generator asked to fail" in rows[0][2]
+        (check,) = result.get_asset_check_evaluations()  # a failed job: a warning, not missing
+        assert (check.check_name, check.passed) == ("archives_complete", False)
+        assert check.severity == dg.AssetCheckSeverity.WARN
+        assert check.metadata["failed"].value == [rows[0][0]]
+        assert check.metadata["missing"].value == []
     else:
         (failure,) = [e for e in result.all_events if e.is_step_failure]
         data = failure.step_failure_data

@@ -388,3 +388,53 @@ def test_integrity_reads_each_mask_at_its_own_frame_size(tmp_path):
     integrity = _by_name(quality.run_checks(storage.store, "sizes"))["integrity"]
     assert not integrity.passed
     assert f"job {rows[big]['job_id']} frame {rows[big]['frame']}" in integrity.message
+
+
+def _objects_and_frames(store: DataStore, batch: str):
+    """The batch's objects and frames tables read straight from Parquet (not through DuckDB),
+    for expectations computed independently of the checks."""
+    read = lambda t: pq.ParquetDataset(store.root / "tables" / t / f"batch={batch}").read()  # noqa: E731
+    return read("objects"), read("frames")
+
+
+@pytest.mark.parametrize("above", [False, True])
+def test_edge_cases_pass_or_fail_at_the_shares_the_tables_hold(sobol_batch, above):
+    objects, frames = _objects_and_frames(sobol_batch.store, "good")
+    occlusion = objects.column("occlusion").to_numpy()
+    shares = {
+        "occluded": float((occlusion >= 0.3).mean()),
+        "truncated": float((objects.column("truncation").to_numpy() > 0).mean()),
+        "crowded frames": float((frames.column("n_objects").to_numpy() >= 7).mean()),
+    }
+    step = 0.01 if above else -0.01
+    thresholds = {
+        "occlusion_level": 0.3,
+        "crowded_objects": 7,
+        "min_occluded_share": max(0.0, shares["occluded"] + step),
+        "min_truncated_share": max(0.0, shares["truncated"] + step),
+        "min_crowded_share": max(0.0, shares["crowded frames"] + step),
+    }
+    tests = quality.DatasetTests(edge_cases=thresholds)
+    result = _by_name(quality.run_checks(sobol_batch.store, "good", tests))["edge_cases"]
+    assert result.metadata == pytest.approx({k: round(v, 4) for k, v in shares.items()})
+    assert result.passed is not above and result.severity == "WARN"
+    if above:
+        for name, share in shares.items():
+            assert f"{name} share {share:.3f} < " in result.message
+
+
+@pytest.mark.parametrize("above", [False, True])
+def test_balance_passes_or_fails_at_the_category_ratio_the_tables_hold(sobol_batch, above):
+    objects, _ = _objects_and_frames(sobol_batch.store, "good")
+    categories = [c for c in objects.column("category").to_pylist() if c != "distractor"]
+    counts = {c: categories.count(c) for c in ("duck", "cube", "mug")}
+    ratio = min(counts.values()) / max(counts.values())
+    tests = quality.DatasetTests(
+        balance={"factors": ["category"], "min_ratio": min(1.0, ratio + (0.01 if above else -0.01))}
+    )
+    result = _by_name(quality.run_checks(sobol_batch.store, "good", tests))["balance"]
+    assert result.metadata["category"] == counts
+    assert result.passed is not above
+    if above:
+        rarest = min(counts, key=counts.get)
+        assert f"category: rarest {rarest!r} ({counts[rarest]})" in result.message

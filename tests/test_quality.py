@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from html.parser import HTMLParser
 from pathlib import Path
 
+import cv2
 import dagster as dg
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -438,3 +441,50 @@ def test_balance_passes_or_fails_at_the_category_ratio_the_tables_hold(sobol_bat
     if above:
         rarest = min(counts, key=counts.get)
         assert f"category: rarest {rarest!r} ({counts[rarest]})" in result.message
+
+
+def _png(image) -> bytes:
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
+CORRUPTIONS = {  # archive member (frame 0) -> its broken content, and what integrity says
+    "rgb": ("rgb/00000.png", lambda h, w: _png(np.full((h, w, 3), 128, np.uint8)), "empty RGB"),
+    "no depth": ("depth/00000.png", lambda h, w: _png(np.zeros((h, w), np.uint16)), "empty depth"),
+    "far depth": (
+        "depth/00000.png",
+        lambda h, w: _png(np.full((h, w), 60_000, np.uint16)),  # 60 m, past the far plane
+        "outside the clip range",
+    ),
+    "normals": (
+        "normals/00000.png",
+        lambda h, w: _png(np.zeros((h, w, 3), np.uint16)),
+        "empty normals map",
+    ),
+}
+
+
+@pytest.mark.parametrize("corruption", [*CORRUPTIONS, "missing archive"])
+def test_integrity_finds_a_broken_or_missing_archive(sobol_batch, tmp_path, corruption):
+    broken = DataStore(tmp_path / "broken")
+    shutil.copytree(sobol_batch.store.root, broken.root)
+    job = sorted(p.stem for p in broken.archive_dir("good").glob("*.zip"))[3]
+    archive = broken.archive_dir("good") / f"{job}.zip"
+    if corruption == "missing archive":
+        archive.unlink()
+        expected = f"job {job}: no complete archive"
+    else:
+        member, content, expected = CORRUPTIONS[corruption]
+        with zipfile.ZipFile(archive) as z:
+            members = {name: z.read(name) for name in z.namelist()}
+        members[member] = content(64, 64)
+        with zipfile.ZipFile(archive, "w") as z:
+            for name, data in members.items():
+                z.writestr(name, data)
+        expected = f"job {job} frame 0: "
+    tests = quality.DatasetTests(integrity={"sample_jobs": 32})  # every archive
+    integrity = _by_name(quality.run_checks(broken, "good", tests))["integrity"]
+    assert not integrity.passed and integrity.severity == "ERROR"
+    problems = integrity.metadata["problems"]
+    assert any(p.startswith(expected) for p in problems), problems
+    if corruption != "missing archive":
+        assert any(CORRUPTIONS[corruption][2] in p for p in problems), problems

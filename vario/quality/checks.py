@@ -442,10 +442,8 @@ def check_integrity(b: _Batch, t: IntegrityTests) -> CheckResult:
     out_dir = b.store.archive_dir(b.name)
     ok = set(b.jobs["job_id"])
     manifest = pq.read_table(b.store.manifest_path(b.name), columns=["job_id"])
-    problems = [
-        f"job {job_id}: no complete archive"
-        for job_id in _without_archive(manifest.column("job_id").to_pylist(), ok, out_dir)
-    ]
+    missing = _without_archive(manifest.column("job_id").to_pylist(), ok, out_dir)
+    problems = [f"job {job_id}: no complete archive" for job_id in missing]
     sizes = b.con.sql(
         f"SELECT DISTINCT height, width FROM frames WHERE batch = '{b.name}'"
     ).fetchall()
@@ -465,7 +463,7 @@ def check_integrity(b: _Batch, t: IntegrityTests) -> CheckResult:
     if n_objects:
         problems += _label_problems(columns, sizes[0] if len(sizes) == 1 else None)
     rng = np.random.default_rng(0)
-    sample = sorted(ok)
+    sample = sorted(ok - set(missing))  # a missing archive is reported above already
     if len(sample) > t.sample_jobs:
         sample = sorted(rng.choice(sample, t.sample_jobs, replace=False))
     for job_id in sample:

@@ -488,3 +488,24 @@ def test_integrity_finds_a_broken_or_missing_archive(sobol_batch, tmp_path, corr
     assert any(p.startswith(expected) for p in problems), problems
     if corruption != "missing archive":
         assert any(CORRUPTIONS[corruption][2] in p for p in problems), problems
+
+
+def test_a_large_batch_decoded_in_two_processes_gives_the_same_answer(
+    sobol_batch, tmp_path, monkeypatch
+):
+    """Integrity splits a large batch's masks with a forked process (forced here for a small
+    one); a mask broken in the half the child decodes is still found."""
+    store = sobol_batch.store
+    table = pq.read_table(store.table_path("objects", "good", "good~00000"))
+    rows = table.to_pylist()
+    rows[-1]["mask_rle"] = rows[0]["mask_rle"]
+    broken = DataStore(tmp_path / "broken")
+    shutil.copytree(store.root, broken.root)
+    pq.write_table(
+        table.from_pylist(rows, table.schema), broken.table_path("objects", "good", "good~00000")
+    )
+    alone = _by_name(quality.run_checks(broken, "good"))["integrity"]
+    monkeypatch.setattr(quality, "_SPLIT_FROM", 2)
+    split = _by_name(quality.run_checks(broken, "good"))["integrity"]
+    assert split.metadata["problems"] == alone.metadata["problems"]
+    assert any(f"instance {rows[-1]['instance_id']}" in p for p in split.metadata["problems"])

@@ -24,6 +24,7 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import multiprocessing
 import os
 import zipfile
 from collections.abc import Iterator
@@ -490,31 +491,76 @@ def _without_archive(job_ids: list[str], ok: set[str], out_dir: Path) -> list[st
     return [j for j in job_ids if j not in ok or j not in archived]
 
 
-def _label_problems(columns, size: tuple[int, int] | None) -> list[str]:
-    """Objects whose box or pixel count is not their mask's, from an Arrow table of objects
-    rows (with their frame's ``height`` and ``width`` unless all share ``size``). pycocotools
-    decodes every mask; at a million rows the Python dicts it takes dominate, so they are
-    built with the garbage collector paused (nothing they hold can form a cycle) and share
-    one size list per image size."""
-    counts = columns.column("mask_rle").cast(pa.binary()).to_pylist()  # no str.encode per mask
-    if size is not None:
-        sizes = itertools.repeat(list(size))  # one list, shared by every mask
+# The masks a forked decoder reads: Arrow buffers, which a child reads without copying.
+_MASKS: tuple = ()
+_SPLIT_FROM = 200_000  # masks; below this a second process costs more than it saves
+
+
+def _boxes_and_areas(masks: pa.Array, size, sizes) -> tuple[np.ndarray, np.ndarray]:
+    """pycocotools' box (x, y, width, height) and area of every mask. pycocotools holds the
+    GIL while it decodes, so a large batch is split with one forked child process: it finds
+    the masks in its copy of this process's memory (Arrow buffers, not Python objects, so
+    nothing is copied) and sends back two arrays. Should the child fail or hang, its half is
+    decoded here instead."""
+    global _MASKS
+    n = len(masks)
+    if n < _SPLIT_FROM or (os.cpu_count() or 1) < 2:
+        return _decode(masks, size, sizes, 0, n)
+    half = n // 2
+    _MASKS = (masks, size, sizes)
+    try:
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            theirs = pool.apply_async(_decode_forked, (half, n))
+            mine = _decode(masks, size, sizes, 0, half)
+            try:
+                other = theirs.get(timeout=600)
+            except Exception:  # a crashed or stuck child: do its half here
+                other = _decode(masks, size, sizes, half, n)
+    finally:
+        _MASKS = ()
+    return np.concatenate([mine[0], other[0]]), np.concatenate([mine[1], other[1]])
+
+
+def _decode_forked(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    return _decode(*_MASKS, start, stop)
+
+
+def _decode(masks: pa.Array, size, sizes, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Masks ``start:stop``. ``size`` is the one ``(height, width)``, or with ``sizes`` (each
+    mask's index into it) a list of them. The dicts pycocotools takes are built with the
+    garbage collector paused (nothing they hold can form a cycle) and share their size lists."""
+    counts = masks.slice(start, stop - start).to_pylist()
+    if sizes is None:
+        per_mask = itertools.repeat(list(size))
     else:
-        heights, widths = (
-            columns.column(c).to_numpy().astype(np.int64) for c in ("height", "width")
-        )
-        keys, which = np.unique(heights << 32 | widths, return_inverse=True)
-        shared = [[int(k >> 32), int(k & 0xFFFFFFFF)] for k in keys]
-        sizes = [shared[i] for i in which.tolist()]
+        per_mask = (size[i] for i in sizes[start:stop].tolist())
     with _gc_paused():
-        rles = [{"size": s, "counts": c} for s, c in zip(sizes, counts, strict=False)]
+        rles = [{"size": s, "counts": c} for s, c in zip(per_mask, counts, strict=False)]
         # pycocotools' area() sizes a uint8 array by the count: more than 255 masks per call
         # overflow under NumPy 2, so it is called in chunks; toBbox() too, which is a third
         # faster on chunks than on a million masks at once.
         chunks = [rles[i : i + 255] for i in range(0, len(rles), 255)]
+        if not chunks:
+            return np.zeros((0, 4)), np.zeros(0, np.uint32)
         boxes = np.concatenate([mask_utils.toBbox(chunk) for chunk in chunks])
         areas = np.concatenate([mask_utils.area(chunk) for chunk in chunks])
         del rles, chunks, counts
+    return boxes, areas
+
+
+def _label_problems(columns, size: tuple[int, int] | None) -> list[str]:
+    """Objects whose box or pixel count is not their mask's, from an Arrow table of objects
+    rows (with their frame's ``height`` and ``width`` unless all share ``size``)."""
+    masks = columns.column("mask_rle").combine_chunks().cast(pa.binary())  # zero-copy
+    if size is not None:
+        sizes = None
+    else:
+        heights, widths = (
+            columns.column(c).to_numpy().astype(np.int64) for c in ("height", "width")
+        )
+        keys, sizes = np.unique(heights << 32 | widths, return_inverse=True)
+        size = [[int(k >> 32), int(k & 0xFFFFFFFF)] for k in keys]
+    boxes, areas = _boxes_and_areas(masks, size, sizes)
     stated = np.column_stack(
         [columns.column(c).to_numpy() for c in ("box_x_min", "box_y_min", "box_x_max", "box_y_max")]
     ).astype(float)

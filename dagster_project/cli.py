@@ -180,8 +180,8 @@ def _refuse_conflict(planned) -> None:
     from dagster_project.console import fail
 
     store = _store()
-    path = store.spec_path(planned.spec.name)
-    if path.exists() and path.read_text() != planned.spec.model_dump_json(indent=2):
+    if store.taken_by_another_spec(planned):
+        path = store.spec_path(planned.spec.name)
         fail(f"batch {planned.spec.name!r} exists with another spec ({path}); rename the batch")
 
 

@@ -154,7 +154,6 @@ def run_batch(
     plan: Plan,
     *,
     on_progress: Callable[[int, int], None] | None = None,
-    on_run: Callable[[RunOutcome], None] | None = None,
     log_level: str = "ERROR",
 ) -> BatchRun:
     """Submit a planned spec and run it, its dataset and its release to completion. Every run
@@ -170,27 +169,14 @@ def run_batch(
     verbose = log_level == "DEBUG"
     try:
         for request in evaluate_sensor(inbox_sensor, instance, verbose=verbose).run_requests:
-            _run(instance, inbox_sensor, request, outcome, on_run, log_level)
+            outcome.runs.append(_execute(instance, inbox_sensor.name, request, log_level))
         completion = evaluate_sensor(batch_complete_sensor, instance, verbose=verbose)
         for request in completion.run_requests:
             if _ours(request, batch):
-                _run(instance, batch_complete_sensor, request, outcome, on_run, log_level)
+                run = _execute(instance, batch_complete_sensor.name, request, log_level)
+                outcome.runs.append(run)
     finally:
         finish()
     # the dataset tests as the release recorded them: this run's, or an earlier run's
     outcome.checks = quality.recorded_results(resource.store, batch) or []
     return outcome
-
-
-def _run(
-    instance: dg.DagsterInstance,
-    sensor: dg.SensorDefinition,
-    request: dg.RunRequest,
-    outcome: BatchRun,
-    on_run: Callable[[RunOutcome], None] | None,
-    log_level: str,
-) -> None:
-    run = _execute(instance, sensor.name, request, log_level)
-    outcome.runs.append(run)
-    if on_run:
-        on_run(run)

@@ -72,16 +72,20 @@ class DataStore:
         folder = self.root / "batches"
         return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
+    def taken_by_another_spec(self, plan: Plan) -> bool:
+        """Whether the batch's name is recorded already, with a different spec."""
+        spec_file = self.spec_path(plan.spec.name)
+        return spec_file.exists() and spec_file.read_text() != plan.spec.model_dump_json(indent=2)
+
     def save_plan(self, plan: Plan) -> None:
         """Record a planned batch; the same name with a different spec is refused."""
+        if self.taken_by_another_spec(plan):
+            raise SpecError([f"name: batch {plan.spec.name!r} exists with another spec"])
         spec_file = self.spec_path(plan.spec.name)
-        spec_json = plan.spec.model_dump_json(indent=2)
         if spec_file.exists():
-            if spec_file.read_text() != spec_json:
-                raise SpecError([f"name: batch {plan.spec.name!r} exists with another spec"])
             return
         arc.write_atomic(self.manifest_path(plan.spec.name), arc.parquet_bytes(plan.manifest))
-        arc.write_atomic(spec_file, spec_json.encode())
+        arc.write_atomic(spec_file, plan.spec.model_dump_json(indent=2).encode())
 
     def spec_path(self, batch: str) -> Path:
         return self.batch_dir(batch) / "spec.json"

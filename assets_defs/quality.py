@@ -50,7 +50,7 @@ def batch_dataset(
     """One batch of the dataset, tested: its label tables with the dataset tests as checks.
     The checks run once; their results are recorded and the report is drawn from them."""
     batch, store = context.partition_key, storage.store
-    storage.fetch(store.spec_path(batch), store.manifest_path(batch))
+    storage.fetch_batch(batch)
     tests = dataset_tests.for_spec(store.spec(batch))
     results = quality.run_checks(store, batch, tests)
     report, plots = write_report(store, batch, results)
@@ -90,6 +90,7 @@ def batch_export(context: dg.AssetExecutionContext, storage: StorageResource):
     """The batch's labels as one Parquet file per table in ``exports/<batch>/``; runs only
     after ``batch_dataset`` passed its ERROR checks."""
     batch, store = context.partition_key, storage.store
+    storage.fetch_batch(batch, archives=False)
     con = ds.connect(store)
     metadata = {}
     for name in ("jobs", *ds.VIEWS):

@@ -4,8 +4,9 @@
 ``root`` is a local data folder laid out as ``generators.datastore`` describes. With
 ``s3_bucket`` set, that folder is a working copy of ``s3://<bucket>/<prefix>/``: specs are
 pulled from the S3 inbox, a shard's spec, manifest and finished archives are fetched before
-it runs (so a shard resumes on any machine), everything a step writes is published, and the
-dataset's DuckDB views read the tables straight from S3 through pyarrow's S3 filesystem.
+it runs (so a shard resumes on any machine), a batch being released is fetched whole,
+everything a step writes is published, and the dataset's DuckDB views read the tables
+straight from S3 through pyarrow's S3 filesystem.
 """
 
 from pathlib import Path
@@ -14,6 +15,7 @@ import dagster as dg
 import pyarrow.fs as pafs
 from dagster_aws.s3 import S3Resource
 
+from generators.labels import archive as arc
 from vario.store.layout import SPEC_SUFFIXES, DataStore
 
 
@@ -67,6 +69,25 @@ class StorageResource(dg.ConfigurableResource):
             partial = Path(path).with_name(f".{Path(path).name}.download")
             client.download_file(self.s3_bucket, self._key(path), str(partial))
             partial.replace(path)
+
+    def fetch_batch(self, batch: str, *, archives: bool = True) -> None:
+        """Bring a batch into the working copy: its spec, manifest, label tables and, with
+        ``archives``, its archives and failure records; each file only if missing here.
+        Releasing a batch (its tests open archives, its export reads the tables) then works
+        on a machine that rendered none of it."""
+        if not self.s3_bucket:
+            return
+        store = self.store
+        self.fetch(store.spec_path(batch), store.manifest_path(batch))
+        folders = [store.table_dir(t, batch) for t in arc.LABEL_TABLES]
+        folders += [store.archive_dir(batch)] if archives else []
+        client = self._client()
+        pages = client.get_paginator("list_objects_v2")
+        for folder in folders:
+            prefix = self._key(folder) + "/"
+            for page in pages.paginate(Bucket=self.s3_bucket, Prefix=prefix):
+                keys = [item["Key"][len(prefix) :] for item in page.get("Contents", [])]
+                self.fetch(*(folder / key for key in keys if "/" not in key))
 
     def submit(self, spec_path: Path) -> str:
         """Put a spec in the inbox: the S3 inbox when there is a bucket, else the local one."""

@@ -106,7 +106,11 @@ def generators_show(name: str, as_json: bool) -> None:
 @click.option("--out", type=click.Path(path_type=Path), help="Folder [default: DATA/jobs].")
 @click.option("--batch-id", default="adhoc", show_default=True)
 @click.option("--preview", is_flag=True, help="The same job with the fast renderer (tiny).")
-@click.option("--time-limit", type=float, help="Seconds before an isolated job is stopped.")
+@click.option(
+    "--time-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds before an isolated (Cycles) job is stopped [default: VARIO_JOB_TIME_LIMIT].",
+)
 def run(generator, assignments, seed, out, batch_id, preview, time_limit) -> None:
     """Run one job of GENERATOR and print where its archive is (exit 1 if it failed)."""
     from dagster_project.console import err, fail, progress

@@ -13,10 +13,11 @@ import traceback
 from pathlib import Path
 
 from generators.contract import registry
-from generators.render.isolation import ERROR, PROGRESS
+from generators.render.isolation import ERROR, PROGRESS, die_with_parent
 
 
 def main() -> None:
+    die_with_parent()
     spec = json.loads(sys.argv[1])
     gen = registry.get(spec["generator"])
     params = gen.Params.model_validate(spec["params"])

@@ -207,3 +207,19 @@ def test_run_exits_1_on_a_failed_job_and_preview_uses_the_fast_renderer(project,
     assert preview.returncode == 0, preview.stderr
     with zipfile.ZipFile(preview.stdout.strip().splitlines()[-1]) as z:
         assert json.loads(z.read("job.json"))["renderer"] == "tiny"
+
+
+def test_run_time_limit_stops_an_isolated_job_and_must_be_positive(project, tmp_path):
+    """Blender takes seconds to start, so a Cycles job with a half-second limit is stopped:
+    a failed job (exit 1) naming the limit, with no archive and no render worker left."""
+    _, _, env, _ = project
+    small = ["--set", "resolution=64", "--set", "n_frames=1", "--out", str(tmp_path)]
+    cycles = ["--set", "renderer=cycles", "--time-limit", "0.5"]
+    stopped = vario(env, "run", "tabletop", *cycles, *small)
+    assert stopped.returncode == 1
+    assert "render worker exceeded the time limit of 0.5 s" in stopped.stderr
+    assert list(tmp_path.iterdir()) == []
+    workers = subprocess.run(["pgrep", "-f", "generators.worker"], capture_output=True, text=True)
+    assert str(tmp_path) not in workers.stdout
+    refused = vario(env, "run", "tabletop", "--time-limit", "-1", *small)
+    assert refused.returncode == 2 and "--time-limit" in refused.stderr

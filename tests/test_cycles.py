@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -296,7 +299,9 @@ def test_a_job_past_its_time_limit_fails_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _worker_pids() -> list[int]:
+def _worker_pids(parent: int | None = None) -> list[int]:
+    """The render workers started by ``parent`` (this process by default)."""
+    parent = os.getpid() if parent is None else parent
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -307,7 +312,7 @@ def _worker_pids() -> list[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == os.getpid() and b"generators.worker" in cmdline:
+        if ppid == parent and b"generators.worker" in cmdline:
             pids.append(int(entry.name))
     return pids
 
@@ -331,6 +336,35 @@ def test_a_crashed_worker_is_a_failed_job_with_its_error_and_no_archive(tmp_path
     row = result.jobs.to_pylist()[0]
     assert row["param_renderer"] == "cycles" and row["job_id"] == result.job_id
     assert result.frames.num_rows == 0
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_job_process_takes_its_render_worker_with_it(tmp_path):
+    """``vario run`` SIGKILLed while Blender renders (no handler can run): its render worker
+    dies with it instead of rendering on as an orphan, and no archive appears."""
+    args = ["--set", "renderer=cycles", "--set", "resolution=64", "--out", str(tmp_path)]
+    command = [sys.executable, "-m", "dagster_project.cli", "run", "tabletop", *args]
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (workers := _worker_pids(parent.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert workers, "the job started a render worker"
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 2  # well before it would write, and die of a broken pipe
+    while any(map(_running, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_running, workers))
+    assert not list(tmp_path.glob("*.zip"))
 
 
 @pytest.mark.parametrize("final_and_preview", ["falling_objects"], indirect=True)

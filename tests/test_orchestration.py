@@ -19,6 +19,9 @@ from assets_defs.batches import batches, dataset, shard, shards
 from assets_defs.storage import StorageResource
 from dagster_project.local_run import evaluate_sensor
 from dagster_project.sensors import batch_complete_sensor, inbox_sensor
+from vario.batch.plan import plan
+from vario.batch.spec import BatchSpec
+from vario.run import shard as sh
 from vario.store import views as ds
 
 SPEC = {
@@ -315,3 +318,68 @@ def test_dagster_definitions_validate():
         cwd=Path(__file__).parent.parent,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _faulty_manifest(faults: list[str]):
+    jobs = [{"fault": f, "n_objects": 1 + i % 3} for i, f in enumerate(faults)]
+    spec = {"name": "crash", "generator": "faulty", "fixed": {"resolution": 64, "n_frames": 1}}
+    return plan(BatchSpec.model_validate({**spec, "jobs": jobs})).manifest
+
+
+def test_a_job_that_kills_its_worker_fails_alone_and_the_shard_goes_on(tmp_path):
+    """The second job SIGKILLs its pool worker: that job is a failed job naming the dead
+    worker, the job running beside it is rendered again, and no partial file is left."""
+    manifest = _faulty_manifest(["none", "crash", "none", "none"])
+    outcomes = sh.run_shard("faulty", manifest, tmp_path, workers=2)
+    assert [o.status for o in outcomes] == ["ok", "failed", "ok", "ok"]
+    assert outcomes[1].error.startswith("WorkerDied: the worker process running this job died")
+    tables = sh.shard_tables("faulty", manifest, tmp_path, outcomes)
+    assert tables["jobs"].column("status").to_pylist() == ["ok", "failed", "ok", "ok"]
+    ids = [o.job_id for o in outcomes]
+    expected = {f"{ids[0]}.zip", f"{ids[1]}.failed.json", f"{ids[2]}.zip", f"{ids[3]}.zip"}
+    assert {p.name for p in tmp_path.iterdir()} == expected
+    assert all(sh.is_complete(sh.archive_path(tmp_path, i)) for i in (ids[0], ids[2], ids[3]))
+
+
+def test_a_worker_killed_from_outside_loses_no_job(tmp_path):
+    """A pool worker killed between jobs (as the OOM killer would) breaks the pool; every job
+    still ends rendered, by the new pool or alone."""
+    manifest = _faulty_manifest(["none"] * 4)
+    killed = []
+
+    def kill_first_worker(outcome: sh.JobOutcome, done: int, total: int) -> None:
+        if not killed:
+            killed.append(outcome.worker_pid)
+            os.kill(outcome.worker_pid, signal.SIGKILL)
+
+    outcomes = sh.run_shard("faulty", manifest, tmp_path, workers=2, on_job=kill_first_worker)
+    assert [o.status for o in outcomes] == ["ok"] * 4
+    assert sum(o.worker_pid == killed[0] for o in outcomes) == 1  # the dead worker ran one
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".zip"] * 4
+
+
+def test_a_crashing_shard_step_is_retried_twice_and_then_fails(tmp_path):
+    """The shard's retry policy, observed in the instance: a step that raises (here its archive
+    folder is a file) starts three times, with two retries announced, then fails once."""
+    storage = StorageResource(root=str(tmp_path))
+    _write_spec(storage.store.inbox, {**SPEC, "name": "retry"})
+    with dg.instance_for_test() as instance:
+        evaluate_sensor(inbox_sensor, instance, storage)
+        storage.store.archive_dir("retry").parent.mkdir(parents=True, exist_ok=True)
+        storage.store.archive_dir("retry").write_text("not a folder")
+        result = dg.materialize(
+            [shard],
+            partition_key="retry~00000",
+            instance=instance,
+            resources={"storage": storage},
+            raise_on_error=False,
+        )
+        kinds = [
+            e.dagster_event.event_type_value
+            for e in instance.all_logs(result.run_id)
+            if e.dagster_event and e.dagster_event.step_key == "shard"
+        ]
+    assert not result.success
+    assert kinds.count("STEP_START") + kinds.count("STEP_RESTARTED") == 3
+    assert kinds.count("STEP_UP_FOR_RETRY") == 2
+    assert kinds.count("STEP_FAILURE") == 1

@@ -13,6 +13,7 @@ import yaml
 from moto.server import ThreadedMotoServer
 
 from assets_defs.batches import batch_manifest, dataset, shard
+from assets_defs.quality import DatasetTestsResource, batch_dataset, batch_export
 from assets_defs.storage import StorageResource
 from dagster_project.local_run import evaluate_sensor
 from dagster_project.sensors import inbox_sensor
@@ -98,3 +99,28 @@ def test_a_batch_runs_through_s3_and_resumes_anywhere(tmp_path, s3_endpoint):
         )
         metadata = resumed.asset_materializations_for_node("shard")[0].metadata
         assert metadata["jobs skipped"].value == 2 and metadata["jobs ok"].value == 0
+
+        # a third machine, empty, releases the batch: its tests open archives fetched from
+        # S3, and the export holds every job; both are published back
+        release = _storage(tmp_path / "machine_c", s3_endpoint)
+        # three jobs cannot cover a domain: those tests only warn, integrity stays an ERROR
+        warn = {name: {"severity": "WARN"} for name in ("coverage", "bias", "balance")}
+        (tmp_path / "clouds.tests.yaml").write_text(yaml.safe_dump(warn))
+        released = dg.materialize(
+            [batch_dataset, batch_export],
+            partition_key="clouds",
+            instance=instance,
+            resources={
+                "storage": release,
+                "dataset_tests": DatasetTestsResource(templates=str(tmp_path)),
+            },
+        )
+        assert released.success
+        checks = {c.check_name: c for c in released.get_asset_check_evaluations()}
+        assert checks["integrity"].passed, checks["integrity"].metadata["message"].value
+        figures = checks["integrity"].metadata["figures"].value
+        assert figures["jobs"] == 3 and figures["archives sampled"] == 3
+        export = released.asset_materializations_for_node("batch_export")[0].metadata
+        assert export["jobs rows"].value == 3 and export["objects rows"].value > 0
+    keys = _keys(s3_endpoint)
+    assert {"vario/batches/clouds/tests.json", "vario/exports/clouds/objects.parquet"} <= keys

@@ -10,6 +10,7 @@ none behind. This module knows nothing of jobs: it runs a worker and reports how
 from __future__ import annotations
 
 import collections
+import ctypes
 import json
 import os
 import signal
@@ -24,11 +25,23 @@ from generators.settings import settings
 WORKER_ENV = "VARIO_RENDER_WORKER"
 PROGRESS = "VARIO-PROGRESS"  # worker stdout: "VARIO-PROGRESS <done> <total>"
 ERROR = "VARIO-ERROR"  # worker stdout: "VARIO-ERROR <type>: <message>"
+_PARENT_ENV = "VARIO_RENDER_PARENT"  # the pid the worker must outlive no longer than
+_PR_SET_PDEATHSIG = 1
 _LOG_LINES = 40
 
 
 def in_worker() -> bool:
     return os.environ.get(WORKER_ENV) == "1"
+
+
+def die_with_parent() -> None:
+    """In a worker: be killed when the process that started it dies (Linux), so a parent
+    killed mid-job leaves no render worker behind. If the parent is already gone, exit.
+    The signal follows the thread that started the worker; that thread waits for it."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != int(os.environ.get(_PARENT_ENV, os.getppid())):
+        os._exit(1)
 
 
 def default_time_limit() -> float:
@@ -69,7 +82,7 @@ def run_isolated(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, WORKER_ENV: "1", "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, WORKER_ENV: "1", _PARENT_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"},
     )
     timed_out: list[float] = []
 

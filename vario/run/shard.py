@@ -14,8 +14,10 @@ import json
 import os
 import traceback
 import zipfile
+from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +44,9 @@ class JobOutcome:
     error: str | None = None
     tables: dict[str, pa.Table] | None = None  # a fresh job's label tables
     worker_pid: int | None = None  # the worker process that ran it (None when skipped)
+
+
+Finish = Callable[[dict, JobOutcome], None]  # records a manifest row's outcome
 
 
 def archive_path(out_dir: Path, job_id: str) -> Path:
@@ -97,38 +102,91 @@ def run_shard(
     workers: int | None = None,
     on_job: Callable[[JobOutcome, int, int], None] | None = None,
 ) -> list[JobOutcome]:
-    """Render the manifest's jobs not yet complete; outcomes in manifest order."""
+    """Render the manifest's jobs not yet complete; outcomes in manifest order.
+
+    A worker that dies (killed, or a crash in native code) breaks its pool. The jobs that
+    were in flight then each run again alone in a fresh worker: the one that dies again is a
+    ``failed`` job, the others finish, and the shard goes on with a new pool."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = manifest.to_pylist()
     outcomes: dict[str, JobOutcome] = {}
-    todo = []
+    todo: deque[dict] = deque()
     for row in rows:
         if is_complete(archive_path(out_dir, row["job_id"])):
             outcomes[row["job_id"]] = JobOutcome(row["job_id"], "skipped")
         else:
             todo.append(row)
-    if todo:
-        with worker_pool(min(workers or default_workers(), len(todo))) as pool:
-            futures = {
-                pool.submit(
-                    run_one,
-                    generator,
-                    r["params_json"],
-                    r["seed"],
-                    str(out_dir),
-                    r["batch_id"],
-                ): r
-                for r in todo
-            }
-            for done, future in enumerate(as_completed(futures), start=1):
-                row = futures[future]
-                outcome = JobOutcome(row["job_id"], **future.result())
-                _record(out_dir, outcome)
-                outcomes[row["job_id"]] = outcome
-                if on_job:
-                    on_job(outcome, done, len(todo))
+    total, done = len(todo), 0
+
+    def finish(row: dict, outcome: JobOutcome) -> None:
+        nonlocal done
+        _record(out_dir, outcome)
+        outcomes[row["job_id"]] = outcome
+        done += 1
+        if on_job:
+            on_job(outcome, done, total)
+
+    size = min(workers or default_workers(), len(todo))
+    while todo:
+        for row in _run_pooled(generator, out_dir, todo, size, finish):
+            _run_alone(generator, out_dir, row, finish)
     return [outcomes[r["job_id"]] for r in rows]
+
+
+def _submit(pool: ProcessPoolExecutor, generator: str, out_dir: Path, row: dict) -> Future:
+    return pool.submit(
+        run_one, generator, row["params_json"], row["seed"], str(out_dir), row["batch_id"]
+    )
+
+
+def _run_pooled(
+    generator: str, out_dir: Path, todo: deque[dict], size: int, finish: Finish
+) -> list[dict]:
+    """Run jobs from ``todo`` with at most one per worker in flight, so that when a worker
+    dies the jobs it may have been running are known. Returns those (none if no worker died,
+    or if the one that died was idle); jobs not yet started stay in ``todo``."""
+    suspects: list[dict] = []
+    broken = False
+    with worker_pool(size) as pool:
+        running: dict[Future, dict] = {}
+        while (todo and not broken) or running:
+            while todo and not broken and len(running) < size:
+                row = todo.popleft()
+                try:
+                    running[_submit(pool, generator, out_dir, row)] = row
+                except BrokenProcessPool:
+                    todo.appendleft(row)
+                    broken = True
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                row = running.pop(future)
+                try:
+                    finish(row, JobOutcome(row["job_id"], **future.result()))
+                except BrokenProcessPool:
+                    suspects.append(row)
+                    broken = True
+    for row in suspects:  # their workers are gone: what they were writing is garbage
+        for partial in out_dir.glob(f".{archive_path(out_dir, row['job_id']).name}.*.partial"):
+            partial.unlink(missing_ok=True)
+    return suspects
+
+
+def _run_alone(generator: str, out_dir: Path, row: dict, finish: Finish) -> None:
+    """A job that was in flight when a worker died, run again in a worker of its own: if
+    that worker dies too, this job is what kills it, and it fails without harming others."""
+    with worker_pool(1) as pool:
+        try:
+            result = _submit(pool, generator, out_dir, row).result()
+        except BrokenProcessPool:
+            result = {
+                "status": "failed",
+                "error": "WorkerDied: the worker process running this job died (killed "
+                "or crashed), and again when the job ran alone",
+            }
+    finish(row, JobOutcome(row["job_id"], **result))
 
 
 def _record(out_dir: Path, outcome: JobOutcome) -> None:

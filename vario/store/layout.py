@@ -102,8 +102,11 @@ class DataStore:
     def archive_dir(self, batch: str) -> Path:
         return self.root / "archives" / batch
 
+    def table_dir(self, table: str, batch: str) -> Path:
+        return self.root / "tables" / table / f"batch={batch}"
+
     def table_path(self, table: str, batch: str, shard: str) -> Path:
-        return self.root / "tables" / table / f"batch={batch}" / f"{shard}.parquet"
+        return self.table_dir(table, batch) / f"{shard}.parquet"
 
     def table_glob(self, table: str) -> str:
         return str(self.root / "tables" / table / "*" / "*.parquet")

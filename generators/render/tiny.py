@@ -39,6 +39,24 @@ def choose_engine(client: int, use_egl: bool | None = None) -> int:
     return pb.ER_TINY_RENDERER
 
 
+def projection_matrix(cam, engine: int) -> list[float]:
+    """The camera's OpenGL projection (column-major), with pixel centres where
+    docs/conventions.md puts them. PyBullet's tiny renderer samples each pixel at its corner
+    rather than its centre, which draws the image half a pixel right and half a pixel up;
+    moving the image plane by half a pixel the other way puts the samples at the centres.
+    Hardware OpenGL (EGL) already samples at pixel centres."""
+    matrix = list(
+        pb.computeProjectionMatrixFOV(
+            cam.vertical_fov_deg, cam.width / cam.height, cam.near, cam.far
+        )
+    )
+    if engine == pb.ER_TINY_RENDERER:
+        # x_ndc = -(P00 x + P02 z) / z: adding d to P02 (index 8) moves x_ndc by -d
+        matrix[8] += 1.0 / cam.width  # half a pixel left (a pixel is 2 / width in NDC)
+        matrix[9] += 1.0 / cam.height  # and half a pixel down
+    return matrix
+
+
 def camera_image_args(scene: Scene, engine: int) -> dict:
     """``getCameraImage`` arguments for the scene's camera and first light."""
     cam, light = scene.camera, scene.lights[0]
@@ -46,9 +64,7 @@ def camera_image_args(scene: Scene, engine: int) -> dict:
         "width": cam.width,
         "height": cam.height,
         "viewMatrix": opengl_view_matrix(cam.position, cam.quaternion),
-        "projectionMatrix": pb.computeProjectionMatrixFOV(
-            cam.vertical_fov_deg, cam.width / cam.height, cam.near, cam.far
-        ),
+        "projectionMatrix": projection_matrix(cam, engine),
         "lightDirection": list(light.direction),
         "lightColor": [c * light.intensity for c in light.color],
         "lightAmbientCoeff": light.ambient,

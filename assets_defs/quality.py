@@ -1,7 +1,7 @@
 """Dataset tests as blocking Dagster asset checks, and the export they guard.
 
-``batch_dataset`` is one batch's slice of the dataset; its five checks (coverage, bias,
-balance, edge cases, integrity) run with it, with thresholds from the batch template's
+``batch_dataset`` is one batch's slice of the dataset; its six checks (coverage, bias,
+balance, edge cases, novelty, integrity) run with it, with thresholds from the batch template's
 version-controlled tests file. A check failing with ERROR severity blocks: ``batch_export``
 in the same run does not materialise, so a failing dataset does not flow downstream.
 """

@@ -247,6 +247,14 @@ def run_job(
             "encodings": {k: v for k, v in ENCODINGS.items() if k in present},
             "conventions": "docs/conventions.md",
             "scene": scene.model_dump(mode="json"),
+            # what the catalog made of each asset: a catalog change that moves labels shows
+            "assets": {
+                o.asset_id: {
+                    "dimensions_m": catalog[o.asset_id].dimensions,
+                    "mesh_scale": catalog[o.asset_id].scale,
+                }
+                for o in scene.objects
+            },
         }
         archive.write("job.json", json.dumps(manifest, indent=2).encode(), compress=True)
     return JobResult(jid, path, jobs, frames, objects, events)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -99,7 +100,7 @@ def test_runs_are_in_the_instance_and_the_daemon_would_launch_nothing(project, m
             release.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
         )
         names = {e.dagster_event.event_specific_data.check_name for e in checks}
-        assert names == {"coverage", "bias", "balance", "edge_cases", "integrity"}
+        assert names == {"coverage", "bias", "balance", "edge_cases", "novelty", "integrity"}
 
 
 def test_every_asset_of_the_merged_definitions_materialises(project, monkeypatch):
@@ -223,3 +224,20 @@ def test_run_time_limit_stops_an_isolated_job_and_must_be_positive(project, tmp_
     assert str(tmp_path) not in workers.stdout
     refused = vario(env, "run", "tabletop", "--time-limit", "-1", *small)
     assert refused.returncode == 2 and "--time-limit" in refused.stderr
+
+
+def test_demo_runs_the_demo_batch_and_prints_its_tests_and_a_query(tmp_path):
+    """``vario demo`` on a fresh data folder: the demo batch's dataset tests (every frame a
+    distinct image, since its camera orbits; the small-object shares) and a DuckDB slice."""
+    env = {
+        **os.environ,
+        "VARIO_DATA_DIR": str(tmp_path / "data"),
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "COLUMNS": "250",
+    }
+    demo = vario(env, "demo")
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    assert "16 distinct images of 16 frames" in demo.stdout
+    assert "boxes under 64 px²:" in demo.stdout
+    assert "8 jobs (0 failed), 16 frames" in demo.stdout
+    assert re.search(r"│\s+category\s+│\s+objects\s+│", demo.stdout)  # the query's table

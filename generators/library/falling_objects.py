@@ -93,7 +93,7 @@ class FallingObjectsParams(ClipParams):
 
 class FallingObjectsGenerator(Generator):
     name = "falling_objects"
-    version = "1.0.0"
+    version = "1.1.0"
     Params = FallingObjectsParams
     description = "MOVi-style: catalog objects thrown onto a floor, random materials and camera."
     domain = Domain(

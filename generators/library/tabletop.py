@@ -24,7 +24,7 @@ from generators.scene.catalog import (
     default_catalog,
     object_categories,
 )
-from generators.scene.description import Camera, Light, Material, Scene, SceneObject
+from generators.scene.description import Camera, CameraPose, Light, Material, Scene, SceneObject
 from generators.scene.geometry import (
     look_at,
     quat_wxyz,
@@ -108,6 +108,17 @@ class TabletopParams(ClipParams):
     )
     camera_azimuth: float = Field(0.0, ge=0, le=360, description="Camera azimuth from +X, deg.")
     fov: float = Field(45.0, ge=20, le=90, description="Vertical field of view, deg.")
+    camera_motion: Literal["static", "orbit", "handheld"] = Field(
+        "static",
+        description="Between frames the camera stays, orbits the table centre, or shakes "
+        "as if held by hand; moving makes each frame of a clip a new view.",
+    )
+    orbit_speed: float = Field(
+        30.0, ge=-180, le=180, description="Orbit: degrees of azimuth per second."
+    )
+    shake: float = Field(
+        1.5, ge=0, le=10, description="Handheld: amplitude of the camera's wobble, deg."
+    )
     sensor_noise: float = Field(
         0.0, ge=0, le=0.2, description="Std of Gaussian pixel noise, in [0, 1] intensity."
     )
@@ -119,7 +130,7 @@ class TabletopParams(ClipParams):
 
 class TabletopGenerator(Generator):
     name = "tabletop"
-    version = "1.0.0"
+    version = "1.1.0"
     Params = TabletopParams
     description = "Objects of interest and distractors dropped on a table, seen by a robot camera."
     domain = Domain(
@@ -140,6 +151,9 @@ class TabletopGenerator(Generator):
             "camera_elevation",
             "camera_azimuth",
             "fov",
+            "camera_motion",
+            "orbit_speed",
+            "shake",
             "sensor_noise",
         ),
     )
@@ -154,7 +168,7 @@ class TabletopGenerator(Generator):
             asset_id="table",
             category="table",
             position=(0.0, 0.0, -TABLE_SIZE[2] / 2),
-            scale=TABLE_SIZE,
+            scale=tuple(float(v) for v in np.divide(TABLE_SIZE, catalog["table"].dimensions)),
             static=True,
             labelled=False,
             material=Material(
@@ -213,9 +227,38 @@ class TabletopGenerator(Generator):
             objects=tuple(objects),
             lights=(light,),
             camera=camera,
+            camera_path=_camera_path(params, target, looks),
             seed=seed,
             **params.scene_timing(),
         )
+
+
+def _camera_path(
+    params: TabletopParams, target: np.ndarray, rng: np.random.Generator
+) -> tuple[CameraPose, ...]:
+    """Per-frame camera poses for a moving camera (none for a static one). An orbit turns
+    the azimuth at ``orbit_speed``; a handheld camera looks at a point that wanders by
+    ``shake`` degrees, as a sum of slow sines with random phases (from the visual stream)."""
+    if params.camera_motion == "static":
+        return ()
+    times = np.arange(params.n_frames) / params.frame_rate
+    azimuths = params.camera_azimuth + (
+        params.orbit_speed * times if params.camera_motion == "orbit" else 0 * times
+    )
+    wobble = np.zeros((params.n_frames, 3))
+    if params.camera_motion == "handheld":
+        phases = rng.uniform(0, 2 * np.pi, (3, 3))
+        rates = np.array([0.7, 1.3, 2.9])  # Hz: a hand's slow sway and faster tremor
+        waves = np.sin(2 * np.pi * rates * times[:, None, None] + phases[None]).sum(-1) / 3
+        wobble = np.radians(params.shake) * params.camera_distance * waves
+    poses = []
+    for azimuth, offset in zip(azimuths, wobble, strict=True):
+        eye = target + spherical_to_cartesian(
+            params.camera_distance, float(azimuth), params.camera_elevation
+        )
+        view = target + offset  # a point off the target: the camera turns by about shake
+        poses.append(CameraPose(position=tuple(eye), quaternion=quat_wxyz(look_at(eye, view))))
+    return tuple(poses)
 
 
 def _pick(catalog, category: str, rng: np.random.Generator):

@@ -40,6 +40,10 @@ _LAYERS = (
 _BACKGROUND_DEPTH = 1e9  # Blender writes 1e10 where a ray hits nothing
 
 
+def _blender_camera_quat(cv_quat) -> tuple[float, float, float, float]:
+    return quat_wxyz(rotation(cv_quat) * _CV_TO_BLENDER_CAMERA)
+
+
 class GPUUnavailable(RuntimeError):
     pass
 
@@ -99,14 +103,20 @@ class CyclesRenderer:
         repair_render_passes()
         configure_device(settings)
         f_px = cam.intrinsics[1]
-        kscene += kb.PerspectiveCamera(
+        camera = kb.PerspectiveCamera(
             focal_length=f_px * SENSOR_WIDTH_MM / max(cam.width, cam.height),
             sensor_width=SENSOR_WIDTH_MM,
             position=cam.position,
-            quaternion=quat_wxyz(rotation(cam.quaternion) * _CV_TO_BLENDER_CAMERA),
+            quaternion=_blender_camera_quat(cam.quaternion),
             min_render_distance=cam.near,
             max_render_distance=cam.far,
         )
+        kscene += camera
+        for frame, pose in enumerate(scene.camera_path):
+            camera.position = pose.position
+            camera.quaternion = _blender_camera_quat(pose.quaternion)
+            camera.keyframe_insert("position", frame + 1)
+            camera.keyframe_insert("quaternion", frame + 1)
         for light in scene.lights:
             sun = kb.DirectionalLight(
                 color=kb.Color(*light.color),
@@ -119,7 +129,7 @@ class CyclesRenderer:
             sun.linked_objects[self.blender].data.use_shadow = light.shadows
         ambient = scene.lights[0].ambient if scene.lights else 0.3
         kscene.ambient_illumination = kb.Color(ambient, ambient, ambient)
-        kscene.background = kb.Color(0.05, 0.05, 0.05)
+        kscene.background = kb.Color(*scene.background)
         labelled = []
         for i, obj in enumerate(scene.objects):
             entry = catalog[obj.asset_id]

@@ -8,6 +8,8 @@ It reads the same scene description as every renderer and only poses bodies from
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pkgutil
 import warnings
 from pathlib import Path
@@ -22,6 +24,13 @@ from generators.settings import settings
 from generators.sim import bullet
 from generators.sim.bullet import pb
 from generators.sim.physics import Trajectory
+
+
+def srgb_bytes(linear) -> np.ndarray:
+    """Linear RGB in [0, 1] as the 8-bit sRGB values Blender's "Standard" view writes."""
+    c = np.clip(np.asarray(linear, float), 0.0, 1.0)
+    encoded = np.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1 / 2.4) - 0.055)
+    return np.rint(encoded * 255).astype(np.uint8)
 
 
 def gpu_available() -> bool:
@@ -57,9 +66,9 @@ def projection_matrix(cam, engine: int) -> list[float]:
     return matrix
 
 
-def camera_image_args(scene: Scene, engine: int) -> dict:
-    """``getCameraImage`` arguments for the scene's camera and first light."""
-    cam, light = scene.camera, scene.lights[0]
+def camera_image_args(scene: Scene, engine: int, frame: int = 0) -> dict:
+    """``getCameraImage`` arguments for the scene's camera at ``frame`` and its first light."""
+    cam, light = scene.camera_at(frame), scene.lights[0]
     return {
         "width": cam.width,
         "height": cam.height,
@@ -73,6 +82,41 @@ def camera_image_args(scene: Scene, engine: int) -> dict:
         "shadow": int(light.shadows),
         "renderer": engine,
     }
+
+
+def _screen_size(scene: Scene, obj, size: float) -> int:
+    """About how many pixels across the object appears, where the camera comes nearest."""
+    f = scene.camera.intrinsics[0]
+    poses = scene.camera_path or (scene.camera,)
+    nearest = min(np.linalg.norm(np.subtract(p.position, obj.position)) for p in poses)
+    return int(np.ceil(f * size * max(obj.scale) / max(nearest, scene.camera.near)))
+
+
+def prefiltered_texture(path: str, texels: int) -> str:
+    """The texture reduced by area averaging to the power of two at or above ``texels`` on
+    its longer side: the mip level a filtering renderer would sample. The tiny renderer
+    picks the nearest texel and has no mip-maps, so a large texture on a small object
+    aliases into speckles. Reduced copies are cached (atomically) beside the catalog's."""
+    import cv2
+
+    source = Path(path)
+    image = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        return path
+    level = 1 << max(0, int(np.ceil(np.log2(max(texels, 1)))))
+    if max(image.shape[:2]) <= level:
+        return path
+    key = hashlib.sha256(f"{source.resolve()}:{source.stat().st_size}".encode()).hexdigest()
+    target = settings().cache_dir / "textures" / f"{key[:16]}-{level}.png"
+    if not target.exists():
+        factor = level / max(image.shape[:2])
+        size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial.png")
+        cv2.imwrite(str(partial), small)
+        os.replace(partial, target)
+    return str(target)
 
 
 class TinyRenderer:
@@ -93,8 +137,12 @@ class TinyRenderer:
         for obj in scene.objects:
             body = bullet.add_body(self.client, obj, catalog, visual=True, collision=False)
             if obj.material.texture:
-                bullet.apply_texture(self.client, body, obj.material.texture, textures)
+                # about a texel per pixel across the object, as mip-mapping would choose
+                texels = _screen_size(scene, obj, catalog[obj.asset_id].nominal_size)
+                texture = prefiltered_texture(obj.material.texture, texels)
+                bullet.apply_texture(self.client, body, texture, textures)
             self.bodies.append(body)
+        self._background = srgb_bytes(scene.background)
         # body unique id + 1 -> instance id (labelled objects are 1..N in scene order)
         self._instance_of = np.zeros(max(self.bodies) + 2, np.uint16)
         labelled = [b for b, o in zip(self.bodies, scene.objects, strict=True) if o.labelled]
@@ -120,10 +168,11 @@ class TinyRenderer:
                     physicsClientId=self.client,
                 )
         _, _, rgba, buffer, seg = pb.getCameraImage(
-            **camera_image_args(scene, self._engine), physicsClientId=self.client
+            **camera_image_args(scene, self._engine, frame), physicsClientId=self.client
         )
-        rgb = np.asarray(rgba, np.uint8).reshape(cam.height, cam.width, 4)[..., :3]
+        rgb = np.asarray(rgba, np.uint8).reshape(cam.height, cam.width, 4)[..., :3].copy()
         seg = np.asarray(seg, np.int32).reshape(cam.height, cam.width)
+        rgb[seg < 0] = self._background  # where no body is: the world, as Cycles shows it
         buffer = np.asarray(buffer, np.float32).reshape(cam.height, cam.width)
         depth = cam.far * cam.near / (cam.far - (cam.far - cam.near) * buffer)
         depth[seg < 0] = np.inf

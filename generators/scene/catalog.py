@@ -1,6 +1,6 @@
 """The offline asset catalog: named objects from ``pybullet_data``, trimesh primitives, the
-1,000 procedural ``random_urdfs`` objects as the ``distractor`` category, and the user's own
-assets.
+procedural ``random_urdfs`` objects (999 of 1,000: one has NaN vertices) as the ``distractor``
+category, and the user's own assets. Every entry's size is in metres (``dimensions``).
 
 Nothing is downloaded: ``pybullet_data`` ships with PyBullet, and primitives are generated once
 into the cache folder (``VARIO_CACHE_DIR``, default ``~/.cache/vario``). User assets are OBJ
@@ -59,8 +59,8 @@ class AssetEntry:
     category: str
     render_mesh: Path
     collision_mesh: Path  # convex-decomposed where the source has one; PyBullet hulls it
-    urdf: Path | None  # the source URDF in pybullet_data, where there is one
-    scale: float  # uniform scale from mesh units to metres
+    urdf: Path | None  # the URDF the asset's shape comes from, where there is one
+    scale: tuple[float, float, float]  # from mesh units to metres, per mesh axis
     color: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 1.0)
     texture: Path | None = None
     mass: float = 0.1
@@ -70,9 +70,14 @@ class AssetEntry:
         return mesh_info(self.render_mesh)
 
     @property
+    def dimensions(self) -> tuple[float, float, float]:
+        """The sides of the asset's box along its mesh axes, in metres."""
+        return tuple(float(v) for v in 2 * self.mesh.half_extents * np.asarray(self.scale))
+
+    @property
     def nominal_size(self) -> float:
         """Longest side of the asset's box, in metres."""
-        return float(2 * self.mesh.half_extents.max() * self.scale)
+        return max(self.dimensions)
 
 
 @functools.lru_cache(maxsize=2048)
@@ -94,21 +99,96 @@ def mesh_info(path: Path) -> MeshInfo:
     return MeshInfo(center, (hi - lo) / 2, convex, np.asarray(vertices) - center, faces)
 
 
-# category -> (render mesh, collision mesh or None for the render mesh, size in m, rgba, texture,
-# mass in kg). Sizes are tabletop-realistic; pybullet_data's own URDF scales vary widely.
+# category -> (render mesh, collision mesh or None for the render mesh, the URDF describing the
+# asset or None, longest side in m or None, rgba, texture, mass in kg). The shape, and unless a
+# longest side is given the size too, come from the URDF's scale of the mesh (per axis). A
+# longest side given here scales that shape uniformly to a tabletop-realistic size where
+# pybullet_data's own is not (a 1 m soccer ball, a 15 cm jenga block, twice the real one).
 _NAMED = {
-    "duck": ("duck.obj", "duck_vhacd.obj", 0.09, (1, 1, 0.4, 1), "duckCM.png", 0.1),
-    "teddy": ("teddy2_VHACD_CHs.obj", None, 0.1, (1, 0.4, 0.4, 1), None, 0.1),
-    "bunny": ("bunny.obj", None, 0.08, (0.9, 0.85, 0.8, 1), None, 0.1),
-    "soccer_ball": ("soccerball.obj", None, 0.07, (1, 1, 1, 1), "colors16.png", 0.05),
-    "lego_brick": ("lego/lego.obj", "lego/lego_vhacd.obj", 0.032, (1, 0.2, 0.2, 1), None, 0.01),
-    "jenga_block": ("jenga/jenga.obj", None, 0.075, (1, 1, 1, 1), "jenga/jenga.png", 0.02),
-    "domino": ("domino/domino.obj", None, 0.05, (1, 1, 1, 1), "domino/domino.jpg", 0.025),
-    "cube": ("cube.obj", None, 0.05, (0.3, 0.6, 1, 1), "cube.png", 0.1),
-    "sphere": ("textured_sphere_smooth.obj", None, 0.05, (1, 1, 1, 1), "checker_blue.png", 0.1),
-    "mug": ("objects/mug.obj", "objects/mug_col.obj", 0.1, (1, 0.2, 0.2, 1), None, 0.2),
-    "table": ("table/table.obj", None, 1.0, (1, 1, 1, 1), "table/table.png", 0.0),
-    "tray": ("tray/tray_textured.obj", None, 0.6, (1, 1, 1, 1), "tray/tray.jpg", 0.0),
+    "duck": (
+        "duck.obj",
+        "duck_vhacd.obj",
+        "duck_vhacd.urdf",
+        None,
+        (1, 1, 0.4, 1),
+        "duckCM.png",
+        0.1,
+    ),
+    "teddy": ("teddy2_VHACD_CHs.obj", None, "teddy_vhacd.urdf", None, (1, 0.4, 0.4, 1), None, 0.1),
+    "bunny": ("bunny.obj", None, None, 0.08, (0.9, 0.85, 0.8, 1), None, 0.1),
+    "soccer_ball": (
+        "soccerball.obj",
+        None,
+        "soccerball.urdf",
+        0.07,
+        (1, 1, 1, 1),
+        "colors16.png",
+        0.05,
+    ),
+    "lego_brick": (
+        "lego/lego.obj",
+        "lego/lego_vhacd.obj",
+        "lego/lego.urdf",
+        None,
+        (1, 0.2, 0.2, 1),
+        None,
+        0.01,
+    ),
+    "jenga_block": (
+        "jenga/jenga.obj",
+        None,
+        "jenga/jenga.urdf",
+        0.075,
+        (1, 1, 1, 1),
+        "jenga/jenga.png",
+        0.02,
+    ),
+    "domino": (
+        "domino/domino.obj",
+        None,
+        "domino/domino.urdf",
+        None,
+        (1, 1, 1, 1),
+        "domino/domino.jpg",
+        0.025,
+    ),
+    "cube": ("cube.obj", None, "cube.urdf", 0.05, (0.3, 0.6, 1, 1), "cube.png", 0.1),
+    "sphere": (
+        "textured_sphere_smooth.obj",
+        None,
+        "sphere_small.urdf",
+        None,
+        (1, 1, 1, 1),
+        "checker_blue.png",
+        0.1,
+    ),
+    "mug": (
+        "objects/mug.obj",
+        "objects/mug_col.obj",
+        "objects/mug.urdf",
+        None,
+        (1, 0.2, 0.2, 1),
+        None,
+        0.2,
+    ),
+    "table": (
+        "table/table.obj",
+        None,
+        "table/table.urdf",
+        None,
+        (1, 1, 1, 1),
+        "table/table.png",
+        0.0,
+    ),
+    "tray": (
+        "tray/tray_textured.obj",
+        None,
+        "tray/traybox.urdf",
+        None,
+        (1, 1, 1, 1),
+        "tray/tray.jpg",
+        0.0,
+    ),
 }
 
 # Primitives made with trimesh.creation, in metres (scale 1): function name and arguments.
@@ -145,14 +225,35 @@ def _primitive_mesh(name: str) -> Path:
     return path
 
 
-def _urdf_mesh(urdf: Path) -> tuple[Path, float, tuple[float, float, float, float]]:
-    """Render mesh, uniform scale and colour declared by a single-link URDF."""
-    visual = ET.parse(urdf).getroot().find("link/visual")
-    mesh = visual.find("geometry/mesh")
-    color = visual.find("material/color")
-    rgba = tuple(float(v) for v in color.get("rgba").split()) if color is not None else None
-    scale = float(mesh.get("scale", "1").split()[0])
-    return urdf.parent / mesh.get("filename"), scale, rgba or (0.8, 0.8, 0.8, 1.0)
+def _urdf_mesh(
+    urdf: Path, mesh_name: str | None = None
+) -> tuple[Path, tuple[float, float, float], tuple[float, float, float, float]]:
+    """Render mesh, per-axis scale and colour of a URDF's first visual (or of its first
+    visual whose mesh file is ``mesh_name``)."""
+    for visual in ET.parse(urdf).getroot().iter("visual"):
+        mesh = visual.find("geometry/mesh")
+        if mesh is None or (mesh_name and Path(mesh.get("filename")).name != mesh_name):
+            continue
+        color = visual.find("material/color")
+        rgba = tuple(float(v) for v in color.get("rgba").split()) if color is not None else None
+        scale = [float(v) for v in mesh.get("scale", "1 1 1").split()]
+        scale = scale * 3 if len(scale) == 1 else scale
+        return urdf.parent / mesh.get("filename"), tuple(scale), rgba or (0.8, 0.8, 0.8, 1.0)
+    raise ValueError(f"{urdf}: no visual mesh {mesh_name or ''}".rstrip())
+
+
+def _finite_obj(path: Path) -> bool:
+    """Whether every vertex of an OBJ file is a finite number."""
+    vertices = [ln for ln in path.read_bytes().lower().splitlines() if ln.startswith(b"v ")]
+    return bool(vertices) and not any(b"nan" in v or b"inf" in v for v in vertices)
+
+
+def _named_scale(render: Path, urdf: Path | None, size: float | None) -> tuple[float, ...]:
+    """The URDF's scale of the mesh, uniformly rescaled to ``size`` (longest side) if given."""
+    shape = np.asarray(_urdf_mesh(urdf, render.name)[1] if urdf else (1.0, 1.0, 1.0))
+    if size is not None:
+        shape = shape * size / (2 * mesh_info(render).half_extents * shape).max()
+    return tuple(float(v) for v in shape)
 
 
 class Catalog:
@@ -180,10 +281,9 @@ class Catalog:
 @functools.cache
 def default_catalog() -> Catalog:
     entries = []
-    for category, (render, collision, size, rgba, texture, mass) in _NAMED.items():
+    for category, (render, collision, urdf_name, size, rgba, texture, mass) in _NAMED.items():
         render_path = PYBULLET_DATA / render
-        extent = 2 * mesh_info(render_path).half_extents.max()
-        urdf = next(iter(sorted(render_path.parent.glob("*.urdf"))), None)
+        urdf = PYBULLET_DATA / urdf_name if urdf_name else None
         entries.append(
             AssetEntry(
                 asset_id=category,
@@ -191,7 +291,7 @@ def default_catalog() -> Catalog:
                 render_mesh=render_path,
                 collision_mesh=PYBULLET_DATA / (collision or render),
                 urdf=urdf,
-                scale=size / extent,
+                scale=_named_scale(render_path, urdf, size),
                 color=rgba,
                 texture=PYBULLET_DATA / texture if texture else None,
                 mass=mass,
@@ -200,10 +300,12 @@ def default_catalog() -> Catalog:
     for name in _PRIMITIVES:
         path = _primitive_mesh(name)
         entries.append(
-            AssetEntry(name, name, path, path, None, 1.0, _PRIMITIVE_COLORS[name], None, 0.1)
+            AssetEntry(name, name, path, path, None, (1.0,) * 3, _PRIMITIVE_COLORS[name], None, 0.1)
         )
     for urdf in sorted((PYBULLET_DATA / "random_urdfs").glob("*/*.urdf")):
         mesh, scale, rgba = _urdf_mesh(urdf)
+        if not _finite_obj(mesh):  # random_urdfs/168 ships NaN vertices
+            continue
         entries.append(AssetEntry(f"random_{urdf.stem}", DISTRACTOR, mesh, mesh, urdf, scale, rgba))
     entries += [_user_entry(path) for path in user_asset_files()]
     return Catalog(entries)
@@ -219,7 +321,7 @@ def _user_entry(path: Path) -> AssetEntry:
         render_mesh=path,
         collision_mesh=path,
         urdf=None,
-        scale=meta.get("size", extent) / extent,
+        scale=(meta.get("size", extent) / extent,) * 3,
         color=tuple(meta.get("color", (0.7, 0.7, 0.7, 1.0))),
         mass=meta.get("mass", 0.1),
     )

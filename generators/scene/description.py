@@ -83,10 +83,23 @@ class Camera(_Plain):
         return f, f, self.width / 2, self.height / 2
 
 
+class CameraPose(_Plain):
+    """Where the camera is at one frame: camera-to-world, OpenCV axes, as ``Camera``."""
+
+    position: Vec3
+    quaternion: Quat
+
+
 class Scene(_Plain):
     objects: tuple[SceneObject, ...]
     lights: tuple[Light, ...]
     camera: Camera
+    camera_path: tuple[CameraPose, ...] = Field(
+        (), description="The camera's pose at each frame; empty: it stays at ``camera``'s."
+    )
+    background: Vec3 = Field(
+        (0.05, 0.05, 0.05), description="Linear RGB of the world behind everything, in [0, 1]."
+    )
     frame_count: int = Field(1, ge=1)
     frame_rate: int = Field(24, ge=1)
     step_rate: int = Field(240, ge=1, description="Physics steps per second.")
@@ -100,7 +113,18 @@ class Scene(_Plain):
             raise ValueError(
                 f"step_rate ({self.step_rate}) must be a multiple of frame_rate ({self.frame_rate})"
             )
+        if self.camera_path and len(self.camera_path) != self.frame_count:
+            raise ValueError(
+                f"camera_path has {len(self.camera_path)} poses for {self.frame_count} frames"
+            )
         return self
+
+    def camera_at(self, frame: int) -> Camera:
+        """The camera as it is at ``frame``: its path's pose there, if it moves."""
+        if not self.camera_path:
+            return self.camera
+        pose = self.camera_path[frame]
+        return self.camera.model_copy(update=pose.model_dump())
 
     @property
     def labelled_objects(self) -> list[SceneObject]:

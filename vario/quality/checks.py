@@ -90,6 +90,21 @@ class EdgeCaseTests(_Section):
     min_truncated_share: float = Field(0.0, ge=0, le=1)
     crowded_objects: int = Field(6, ge=1)
     min_crowded_share: float = Field(0.0, ge=0, le=1)
+    small_box_area: int = Field(64, ge=1, description="A box under this many px² is small.")
+    min_small_share: float = Field(0.0, ge=0, le=1, description="Small objects wanted, at least.")
+    max_small_share: float = Field(
+        0.25, ge=0, le=1, description="Small objects tolerated, at most (too small to learn)."
+    )
+
+
+class NoveltyTests(_Section):
+    severity: Severity = "WARN"
+    max_hash_distance: int = Field(
+        2, ge=0, le=64, description="Frames of one job this many hash bits apart are alike."
+    )
+    max_duplicate_share: float = Field(
+        0.1, ge=0, le=1, description="Share of frames that repeat an image, at most."
+    )
 
 
 class IntegrityTests(_Section):
@@ -102,6 +117,7 @@ class DatasetTests(_Section):
     bias: BiasTests = BiasTests()
     balance: BalanceTests = BalanceTests()
     edge_cases: EdgeCaseTests = EdgeCaseTests()
+    novelty: NoveltyTests = NoveltyTests()
     integrity: IntegrityTests = IntegrityTests()
 
 
@@ -409,9 +425,10 @@ def check_balance(b: _Batch, t: BalanceTests) -> CheckResult:
 
 
 def check_edge_cases(b: _Batch, t: EdgeCaseTests) -> CheckResult:
-    objects, occluded, truncated = b.con.execute(
+    objects, occluded, truncated, small = b.con.execute(
         f"SELECT count(*), count(*) FILTER (occlusion >= {t.occlusion_level}), "
-        f"count(*) FILTER (truncation > 0) FROM objects WHERE batch = '{b.name}'"
+        f"count(*) FILTER (truncation > 0), count(*) FILTER ({_BOX_AREA} < {t.small_box_area}) "
+        f"FROM objects WHERE batch = '{b.name}'"
     ).fetchall()[0]
     frames, crowded = b.con.execute(
         f"SELECT count(*), count(*) FILTER (n_objects >= {t.crowded_objects}) FROM frames "
@@ -423,20 +440,100 @@ def check_edge_cases(b: _Batch, t: EdgeCaseTests) -> CheckResult:
         "occluded": occluded / objects,
         "truncated": truncated / objects,
         "crowded frames": crowded / frames,
+        "small": small / objects,
     }
     minimum = {
         "occluded": t.min_occluded_share,
         "truncated": t.min_truncated_share,
         "crowded frames": t.min_crowded_share,
+        "small": t.min_small_share,
     }
     short = [f"{k} share {v:.3f} < {minimum[k]}" for k, v in shares.items() if v < minimum[k]]
+    if shares["small"] > t.max_small_share:
+        short.append(f"small share {shares['small']:.3f} > {t.max_small_share}")
+    sizes = _box_areas_by_category(b, t.small_box_area)
+    smallest = ", ".join(f"{c} {v['small share']:.0%}" for c, v in sizes.items() if v["small"])
+    summary = f"boxes under {t.small_box_area} px²: {shares['small']:.1%}" + (
+        f" ({smallest})" if smallest else ""
+    )
     return CheckResult(
         "edge_cases",
         not short,
         t.severity,
-        "; ".join(short) or "edge-case quotas met",
-        {k: round(v, 4) for k, v in shares.items()},
+        "; ".join([*short, summary]) if short else f"edge-case quotas met; {summary}",
+        {**{k: round(v, 4) for k, v in shares.items()}, "box area by category": sizes},
     )
+
+
+_BOX_AREA = "(box_x_max - box_x_min) * (box_y_max - box_y_min)"
+
+
+def _box_areas_by_category(b: _Batch, small_area: int) -> dict[str, dict]:
+    """Per category: how many objects, the 10th, 50th and 90th percentile of box areas (px²),
+    and how many and which share are smaller than ``small_area``."""
+    rows = b.con.execute(
+        f"SELECT category, count(*), quantile_disc({_BOX_AREA}, [0.1, 0.5, 0.9]), "
+        f"count(*) FILTER ({_BOX_AREA} < {small_area}) "
+        f"FROM objects WHERE batch = '{b.name}' GROUP BY category ORDER BY category"
+    ).fetchall()
+    return {
+        category: {
+            "objects": n,
+            "p10": p10,
+            "median": p50,
+            "p90": p90,
+            "small": small,
+            "small share": round(small / n, 4),
+        }
+        for category, n, (p10, p50, p90), small in rows
+    }
+
+
+def check_novelty(b: _Batch, t: NoveltyTests) -> CheckResult:
+    """Frames that add information: a frame repeats an image when its perceptual hash is
+    within ``max_hash_distance`` bits of an earlier frame of its job, or equals the hash of a
+    frame of another job. Fails above ``max_duplicate_share`` of the batch's frames."""
+    if "image_hash" not in b.con.sql("SELECT * FROM frames LIMIT 0").columns:
+        return CheckResult("novelty", False, t.severity, "frames carry no image_hash column")
+    b.con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _novelty AS "
+        f"WITH f AS (SELECT job_id, frame, image_hash FROM frames WHERE batch = '{b.name}'), "
+        "near AS (SELECT DISTINCT a.job_id, a.frame FROM f a JOIN f o ON a.job_id = o.job_id "
+        f"AND o.frame < a.frame AND bit_count(xor(a.image_hash, o.image_hash)) <= "
+        f"{t.max_hash_distance}) "
+        "SELECT f.*, near.frame IS NOT NULL AS repeats_job, "
+        "row_number() OVER (PARTITION BY image_hash ORDER BY job_id, frame) > 1 "
+        "AS repeats_batch FROM f LEFT JOIN near USING (job_id, frame)"
+    )
+    frames, in_jobs, across, distinct = b.con.execute(
+        "SELECT count(*), count(*) FILTER (repeats_job), "
+        "count(*) FILTER (repeats_batch AND NOT repeats_job), "
+        "count(*) FILTER (NOT repeats_job AND NOT repeats_batch) FROM _novelty"
+    ).fetchall()[0]
+    worst = b.con.execute(
+        "SELECT job_id, count(*) FILTER (repeats_job OR repeats_batch) AS repeats, count(*) "
+        "FROM _novelty GROUP BY job_id HAVING repeats > 0 ORDER BY repeats DESC, job_id LIMIT 10"
+    ).fetchall()
+    b.con.execute("DROP TABLE _novelty")
+    if not frames:
+        return CheckResult("novelty", False, t.severity, "no frames to compare")
+    share = (in_jobs + across) / frames
+    message = (
+        f"{distinct} distinct images of {frames} frames; {share:.1%} repeat an image "
+        f"({in_jobs} within their job, {across} across jobs)"
+    )
+    passed = share <= t.max_duplicate_share
+    if not passed:
+        message += f", more than {t.max_duplicate_share:.0%}: see docs/dataset-tests.md#novelty"
+    metadata = {
+        "frames": frames,
+        "distinct images": distinct,
+        "duplicate share": round(share, 4),
+        "repeats within jobs": in_jobs,
+        "repeats across jobs": across,
+        "worst jobs": [{"job_id": j, "repeats": r, "frames": n} for j, r, n in worst],
+    }
+    return CheckResult("novelty", passed, t.severity, message, metadata)
 
 
 def check_integrity(b: _Batch, t: IntegrityTests) -> CheckResult:
@@ -646,6 +743,7 @@ CHECKS = {
     "bias": check_bias,
     "balance": check_balance,
     "edge_cases": check_edge_cases,
+    "novelty": check_novelty,
     "integrity": check_integrity,
 }
 

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     workers: int = Field(
         os.cpu_count() or 1, ge=1, le=512, description="Worker processes per shard run."
     )
+    render_worker_jobs: int = Field(
+        50, ge=1, description="Jobs a warm render (Cycles) worker runs before a fresh one."
+    )
     sensor_interval: int = Field(15, ge=1, description="Seconds between sensor evaluations.")
     nightly_template: str | None = Field(
         None, description="Template the nightly schedule regenerates (on when set)."

@@ -1,8 +1,9 @@
-"""The render worker: ``python -m generators.worker SPEC`` runs one job in a process of its own.
+"""The render worker: ``python -m generators.worker`` runs jobs in a process of its own.
 
-``generators.render.isolation`` starts it for jobs whose renderer must be isolated; progress
-and errors go to stdout as lines the parent reads. Like Kubric's workers it is a short script:
-every piece of machinery lives in the SDK.
+``generators.render.isolation`` starts it for jobs whose renderer must be isolated and keeps
+it warm: it imports the renderer once, then reads one job spec (JSON) per line on stdin until
+end of input. Progress, errors and the end of each job go to stdout as lines the parent
+reads. Like Kubric's workers it is a short script: every piece of machinery lives in the SDK.
 """
 
 from __future__ import annotations
@@ -13,26 +14,34 @@ import traceback
 from pathlib import Path
 
 from generators.contract import registry
-from generators.render.isolation import ERROR, PROGRESS, die_with_parent
+from generators.render.isolation import END, ERROR, PROGRESS, die_with_parent
+
+
+def run(spec: dict) -> None:
+    gen = registry.get(spec["generator"])
+    params = gen.Params.model_validate(spec["params"])
+    gen.run(
+        params,
+        spec["seed"],
+        Path(spec["out_dir"]),
+        batch_id=spec["batch_id"],
+        on_frame=lambda done, total: print(f"{PROGRESS} {done} {total}", flush=True),
+    )
 
 
 def main() -> None:
     die_with_parent()
-    spec = json.loads(sys.argv[1])
-    gen = registry.get(spec["generator"])
-    params = gen.Params.model_validate(spec["params"])
-    try:
-        gen.run(
-            params,
-            spec["seed"],
-            Path(spec["out_dir"]),
-            batch_id=spec["batch_id"],
-            on_frame=lambda done, total: print(f"{PROGRESS} {done} {total}", flush=True),
-        )
-    except Exception as exc:  # reported to the parent, which records the failed job
-        traceback.print_exc()
-        print(f"{ERROR} {type(exc).__name__}: {exc}", flush=True)
-        sys.exit(1)
+    import generators.render.cycles  # noqa: F401  (Blender and Kubric: once, before any job)
+
+    for line in sys.stdin:
+        try:
+            run(json.loads(line))
+        except Exception as exc:  # reported to the parent, which records the failed job
+            traceback.print_exc()
+            print(f"{ERROR} {type(exc).__name__}: {exc}", flush=True)
+            print(f"{END} failed", flush=True)
+        else:
+            print(f"{END} ok", flush=True)
 
 
 if __name__ == "__main__":

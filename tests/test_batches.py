@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from generators.contract import registry
 from generators.job import make_job_id
@@ -235,3 +235,18 @@ def test_long_text_columns_are_split_into_chunks():
     texts = ["a", "bb", "", "cccc", "d", "é%"]
     column = _strings(texts, chunk_bytes=3)
     assert column.num_chunks == 4 and column.to_pylist() == texts
+
+
+@pytest.mark.parametrize(
+    "place",
+    [
+        {"fixed": {"renderer": "cycles"}, "jobs": [{}]},
+        {"jobs": [{"renderer": "cycles"}]},
+        {"sampler": {"kind": "random", "count": 2, "ranges": {"renderer": {"choices": ["tiny"]}}}},
+    ],
+)
+def test_a_renderer_among_the_parameters_is_refused_not_overridden(place):
+    """The spec's top-level ``renderer`` decides; one among the parameters would silently
+    lose to it, so it is an error that says where to put it."""
+    with pytest.raises(ValidationError, match="set the renderer at the top level"):
+        BatchSpec.model_validate({"name": "r", "generator": "tabletop", **place})

@@ -293,10 +293,28 @@ def test_device_gpu_renders_on_a_gpu_and_fails_clearly_without_one(tmp_path):
 
 
 def test_a_job_past_its_time_limit_fails_and_leaves_nothing(tmp_path):
+    """0.2 s is less than simulating and rendering six frames takes, even in a warm worker."""
     gen = TabletopGenerator()
-    result = gen.run(gen.Params(**TINY_CYCLES), 1, tmp_path, time_limit=2)
-    assert result.status == "failed" and "time limit of 2 s" in result.error
+    params = gen.Params(**{**TINY_CYCLES, "n_frames": 6})
+    result = gen.run(params, 1, tmp_path, time_limit=0.2)
+    assert result.status == "failed" and "time limit of 0.2 s" in result.error
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_warm_worker_runs_job_after_job_and_a_failed_job_replaces_it(tmp_path):
+    """Jobs reuse one render worker; a job stopped at its time limit takes that worker with
+    it, and the next job gets a fresh one."""
+    gen = TabletopGenerator()
+    params = gen.Params(**TINY_CYCLES)
+    first = gen.run(params, 1, tmp_path)
+    workers = _worker_pids()
+    second = gen.run(params, 2, tmp_path)
+    assert first.status == second.status == "ok"
+    assert len(workers) == 1 and _worker_pids() == workers
+    stopped = gen.run(params.model_copy(update={"n_frames": 6}), 3, tmp_path, time_limit=0.2)
+    assert stopped.status == "failed" and not any(map(_running, workers))
+    third = gen.run(params, 4, tmp_path)
+    assert third.status == "ok" and len(_worker_pids()) == 1 and _worker_pids() != workers
 
 
 def _worker_pids(parent: int | None = None) -> list[int]:

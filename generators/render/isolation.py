@@ -1,14 +1,20 @@
 """Render workers: a job whose renderer must be isolated (Blender holds memory across scenes
-and can crash) runs in a Python process of its own.
+and can crash) runs in a Python process of its own, kept warm from job to job.
 
-The parent starts ``python -m generators.worker SPEC``, relays its progress lines, kills it at
-the time limit, and turns a crash or a timeout into an error text (``generators.job`` makes
-it a ``failed`` job row). The worker writes the archive atomically, so a failed job leaves
-none behind. This module knows nothing of jobs: it runs a worker and reports how it ended.
+Importing Blender and Kubric takes seconds, far longer than a small render, so a worker
+(``python -m generators.worker``) imports them once and then runs job after job, one JSON
+line on its stdin each; Kubric resets Blender's scene for every job. The parent relays the
+worker's progress lines, kills it at a job's time limit, and turns a crash or a timeout into
+an error text (``generators.job`` makes it a ``failed`` job row). A worker that failed a job,
+or ran ``VARIO_RENDER_WORKER_JOBS`` of them (a fresh Blender returns the memory the old one
+kept across scenes), or was started with other settings, is replaced by a fresh one for the
+next job. The worker writes each archive atomically, so a failed job leaves
+none behind. This module knows nothing of jobs: it runs a worker and reports how each ended.
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import ctypes
 import json
@@ -25,6 +31,7 @@ from generators.settings import settings
 WORKER_ENV = "VARIO_RENDER_WORKER"
 PROGRESS = "VARIO-PROGRESS"  # worker stdout: "VARIO-PROGRESS <done> <total>"
 ERROR = "VARIO-ERROR"  # worker stdout: "VARIO-ERROR <type>: <message>"
+END = "VARIO-END"  # worker stdout after each job: "VARIO-END ok" or "VARIO-END failed"
 _PARENT_ENV = "VARIO_RENDER_PARENT"  # the pid the worker must outlive no longer than
 _PR_SET_PDEATHSIG = 1
 _LOG_LINES = 40
@@ -72,41 +79,101 @@ class WorkerExit:
     pid: int  # names the worker's partial archive, which a failed job removes
 
 
+class _Worker:
+    """One warm render worker process and the environment it was started with."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.jobs = 0
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "generators.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**env, WORKER_ENV: "1", _PARENT_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"},
+        )
+
+    def usable(self, env: dict[str, str]) -> bool:
+        fresh = self.jobs < settings().render_worker_jobs
+        return self.proc.poll() is None and self.env == env and fresh
+
+    def stop(self) -> None:
+        """End the worker: let an idle one exit on end of input, kill it if it does not."""
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+_worker: _Worker | None = None
+_worker_lock = threading.Lock()  # one job at a time per warm worker
+
+
+def _ready_worker() -> _Worker:
+    global _worker
+    env = dict(os.environ)
+    if _worker is None or not _worker.usable(env):
+        if _worker is not None:
+            _worker.stop()
+        _worker = _Worker(env)
+    return _worker
+
+
+def _retire_worker() -> None:
+    global _worker
+    if _worker is not None:
+        _worker.stop()
+        _worker = None
+
+
+atexit.register(_retire_worker)
+
+
 def run_isolated(
     spec: dict, *, on_frame: Callable[[int, int], None] | None, time_limit: float | None
 ) -> WorkerExit:
-    """Run ``python -m generators.worker SPEC`` to its end, the time limit or a crash."""
+    """Run one job in the warm render worker to its end, the time limit or a crash."""
     limit = default_time_limit() if time_limit is None else time_limit
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "generators.worker", json.dumps(spec)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, WORKER_ENV: "1", _PARENT_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"},
-    )
-    timed_out: list[float] = []
+    with _worker_lock:
+        worker = _ready_worker()
+        worker.jobs += 1
+        proc = worker.proc
+        timed_out: list[float] = []
 
-    def kill_at_limit() -> None:
-        timed_out.append(limit)
-        proc.kill()
-
-    watchdog = threading.Timer(limit, kill_at_limit)
-    watchdog.start()
-    log: collections.deque[str] = collections.deque(maxlen=_LOG_LINES)
-    try:
-        for line in proc.stdout:
-            if line.startswith(PROGRESS) and on_frame:
-                done, total = line.split()[1:3]
-                on_frame(int(done), int(total))
-            log.append(line.rstrip())
-        returncode = proc.wait()
-    finally:
-        watchdog.cancel()
-        if proc.poll() is None:
+        def kill_at_limit() -> None:
+            timed_out.append(limit)
             proc.kill()
-            proc.wait()
+
+        watchdog = threading.Timer(limit, kill_at_limit)
+        watchdog.start()
+        log: collections.deque[str] = collections.deque(maxlen=_LOG_LINES)
+        status = None
+        try:
+            proc.stdin.write(json.dumps(spec) + "\n")
+            proc.stdin.flush()
+            for line in proc.stdout:
+                if line.startswith(END):
+                    status = line.split()[1]
+                    break
+                if line.startswith(PROGRESS) and on_frame:
+                    done, total = line.split()[1:3]
+                    on_frame(int(done), int(total))
+                log.append(line.rstrip())
+        except OSError:  # the worker died before it could read the job
+            pass
+        finally:
+            watchdog.cancel()
+            if status != "ok" or timed_out:
+                proc.kill()
+                returncode = proc.wait()
+                _retire_worker()
     text = "\n".join(log)
-    if returncode == 0 and not timed_out:
+    if status == "ok" and not timed_out:
         return WorkerExit(None, text, proc.pid)
+    returncode = 1 if status == "failed" else returncode
     error = _error_text(returncode, log, timed_out[0] if timed_out else None)
     return WorkerExit(error, text, proc.pid)

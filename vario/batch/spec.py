@@ -73,6 +73,18 @@ class BatchSpec(BaseModel):
             raise ValueError("give exactly one of 'jobs' (explicit) or 'sampler'")
         return self
 
+    @model_validator(mode="after")
+    def _renderer_once(self) -> BatchSpec:
+        """The batch's renderer is set in one place: a ``renderer`` among the parameters
+        would be overridden by it without a word."""
+        places = [self.fixed, *(self.jobs or []), self.sampler.ranges if self.sampler else {}]
+        if any("renderer" in place for place in places):
+            raise ValueError(
+                "set the renderer at the top level of the spec (renderer: tiny|cycles), "
+                "not among the parameters"
+            )
+        return self
+
 
 class SpecError(FieldErrors):
     """A batch spec that cannot run."""

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from generators.library.tabletop import TABLE_SIZE, TabletopGenerator
 from generators.scene.catalog import DISTRACTOR, OBJECT_CATEGORIES, default_catalog
@@ -104,3 +105,30 @@ def test_visual_parameters_change_pixels_but_not_the_scene(tmp_path):
     pose = ["frame", "instance_id", "category", "x", "y", "z", "qw", "qx", "qy", "qz"]
     assert styled.objects.select(pose).equals(plain.objects.select(pose))
     assert styled.frames.column("brightness") != plain.frames.column("brightness")
+
+
+@pytest.mark.parametrize("motion", ["orbit", "handheld"])
+def test_a_moving_camera_moves_only_the_camera(tmp_path, motion):
+    """Each frame is seen from the camera path's pose (as the frames table records it); an
+    orbit keeps the distance and elevation and turns the azimuth at its speed, a handheld
+    camera stays put and turns by about its shake; the objects move as with a static camera."""
+    gen = TabletopGenerator()
+    base = {"resolution": 64, "n_frames": 4, "frame_rate": 8, "start_time": 0.2}
+    moving = gen.Params(**base, camera_motion=motion, orbit_speed=40, shake=3)
+    still = gen.run(gen.Params(**base), 2, tmp_path)
+    result = gen.run(moving, 2, tmp_path)
+    assert result.objects.select(["x", "y", "z"]).equals(still.objects.select(["x", "y", "z"]))
+    frames = result.frames.to_pylist()
+    eyes = np.array([[f["cam_x"], f["cam_y"], f["cam_z"] - 0.03] for f in frames])  # from target
+    looks = [
+        Rotation.from_quat([f["cam_qw"], f["cam_qx"], f["cam_qy"], f["cam_qz"]], scalar_first=True)
+        for f in frames
+    ]
+    if motion == "orbit":
+        np.testing.assert_allclose(np.linalg.norm(eyes, axis=1), moving.camera_distance)
+        azimuths = np.degrees(np.unwrap(np.arctan2(eyes[:, 1], eyes[:, 0])))
+        np.testing.assert_allclose(np.diff(azimuths), 40 / 8)
+    else:
+        np.testing.assert_allclose(eyes, np.tile(eyes[0], (4, 1)))  # it turns, it does not walk
+        turns = [np.degrees((looks[0].inv() * r).magnitude()) for r in looks[1:]]
+        assert 0 < max(turns) <= 2 * 3  # two shakes: frame 0 is itself off the centre

@@ -45,6 +45,17 @@ def _write_spec(folder: Path, spec: dict, name: str = "spec.yaml") -> Path:
     return path
 
 
+def _run_shard_step(instance, storage, key: str) -> dg.ExecuteInProcessResult:
+    """One shard's run, which may fail."""
+    return dg.materialize(
+        [shard],
+        partition_key=key,
+        instance=instance,
+        resources={"storage": storage},
+        raise_on_error=False,
+    )
+
+
 def _materialize_batch(instance, storage, shard_keys) -> None:
     for key in shard_keys:
         result = dg.materialize(
@@ -278,13 +289,7 @@ def test_a_failed_job_is_recorded_and_fails_the_shard_only_past_the_rate(tmp_pat
     _write_spec(storage.store.inbox, spec)
     with dg.instance_for_test() as instance:
         evaluate_sensor(inbox_sensor, instance, storage)
-        result = dg.materialize(
-            [shard],
-            partition_key="mixed~00000",
-            instance=instance,
-            resources={"storage": storage},
-            raise_on_error=False,
-        )
+        result = _run_shard_step(instance, storage, "mixed~00000")
         assert result.success is shard_ok
         events = instance.all_logs(result.run_id)
         kinds = [e.dagster_event.event_type_value for e in events if e.dagster_event]
@@ -367,13 +372,7 @@ def test_a_crashing_shard_step_is_retried_twice_and_then_fails(tmp_path):
         evaluate_sensor(inbox_sensor, instance, storage)
         storage.store.archive_dir("retry").parent.mkdir(parents=True, exist_ok=True)
         storage.store.archive_dir("retry").write_text("not a folder")
-        result = dg.materialize(
-            [shard],
-            partition_key="retry~00000",
-            instance=instance,
-            resources={"storage": storage},
-            raise_on_error=False,
-        )
+        result = _run_shard_step(instance, storage, "retry~00000")
         kinds = [
             e.dagster_event.event_type_value
             for e in instance.all_logs(result.run_id)

@@ -17,6 +17,7 @@ from dagster_aws.s3 import S3Resource
 
 from generators.labels import archive as arc
 from vario.store.layout import SPEC_SUFFIXES, DataStore
+from vario.store.remote import s3_tables
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -116,10 +117,4 @@ class StorageResource(dg.ConfigurableResource):
         """pyarrow's S3 filesystem and the base path of the data, or None when local."""
         if not self.s3_bucket:
             return None
-        endpoint = self.s3_endpoint_url
-        s3 = pafs.S3FileSystem(
-            region=self.s3_region or "us-east-1",
-            endpoint_override=endpoint.split("://", 1)[-1] if endpoint else None,
-            scheme=endpoint.split("://", 1)[0] if endpoint else "https",
-        )
-        return s3, f"{self.s3_bucket}/{self.s3_prefix}"
+        return s3_tables(self.s3_bucket, self.s3_prefix, self.s3_endpoint_url, self.s3_region)

@@ -340,24 +340,25 @@ def dataset_report(batch: str) -> None:
 @click.argument("sql")
 @click.option("--max-rows", default=40, show_default=True)
 def query(sql: str, max_rows: int) -> None:
-    """Run a read-only SQL query over the dataset's views: jobs, frames, objects, events."""
+    """Run a read-only SQL query over the dataset's views: jobs, frames, objects, events.
+    It reads the dataset's tables only, within VARIO_QUERY_* limits (docs/batches.md)."""
     import duckdb
 
     from dagster_project.console import fail
-    from dagster_project.resources import resolved_storage
-    from vario.store import views
+    from generators.settings import settings
+    from vario.store import remote, sandbox
+    from vario.store.layout import DataStore
 
-    statements = duckdb.extract_statements(sql)
-    allowed = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
-    if len(statements) != 1 or statements[0].type not in allowed:
-        fail("vario query runs one read-only statement (SELECT, WITH ... SELECT, EXPLAIN)")
-    storage = resolved_storage()
-    con = views.connect(storage.store, storage.arrow_filesystem())
+    con = sandbox.connection(DataStore(settings().data_dir), remote.from_settings())
     try:
-        relation = con.sql(sql)
+        with sandbox.time_limit(con):
+            result = sandbox.relation(con, sql)
+            if result is not None:
+                result.show(max_rows=max_rows)
+    except (sandbox.QueryRefused, sandbox.QueryTimedOut) as exc:
+        fail(f"vario query: {exc}")
     except duckdb.Error as exc:
-        fail(str(exc))
-    relation.show(max_rows=max_rows)
+        fail(str(exc).splitlines()[0])
 
 
 @main.command("ui")

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
         50, ge=1, description="Jobs a warm render (Cycles) worker runs before a fresh one."
     )
     sensor_interval: int = Field(15, ge=1, description="Seconds between sensor evaluations.")
+    query_timeout: float = Field(30.0, gt=0, description="Seconds before a query is stopped.")
+    query_memory_mb: int = Field(2048, ge=64, description="Memory a query may use, MiB.")
+    query_threads: int = Field(2, ge=1, le=64, description="Threads a query may use.")
+    query_max_rows: int = Field(100_000, ge=1, description="Rows a query returns, at most.")
     nightly_template: str | None = Field(
         None, description="Template the nightly schedule regenerates (on when set)."
     )

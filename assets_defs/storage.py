@@ -16,7 +16,7 @@ import pyarrow.fs as pafs
 from dagster_aws.s3 import S3Resource
 
 from generators.labels import archive as arc
-from vario.store.layout import SPEC_SUFFIXES, DataStore
+from vario.store.layout import SPEC_SUFFIXES, DataStore, free_name
 from vario.store.remote import s3_tables
 
 
@@ -94,8 +94,17 @@ class StorageResource(dg.ConfigurableResource):
         """Put a spec in the inbox: the S3 inbox when there is a bucket, else the local one."""
         if not self.s3_bucket:
             return str(self.store.submit(spec_path))
-        key = self._key(self.store.inbox / Path(spec_path).name)
-        self._client().upload_file(str(spec_path), self.s3_bucket, key)
+        client = self._client()
+
+        def held(path: Path) -> bytes | None:
+            try:
+                return client.get_object(Bucket=self.s3_bucket, Key=self._key(path))["Body"].read()
+            except client.exceptions.NoSuchKey:
+                return None
+
+        data = Path(spec_path).read_bytes()
+        key = self._key(free_name(self.store.inbox / Path(spec_path).name, data, held))
+        client.put_object(Bucket=self.s3_bucket, Key=key, Body=data)
         return f"s3://{self.s3_bucket}/{key}"
 
     def pull_inbox(self) -> None:

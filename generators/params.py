@@ -24,20 +24,54 @@ class ParameterError(FieldErrors):
     """Invalid generator parameters."""
 
 
-def load_yaml_model(model: type[BaseModel], path: Path, error: type[FieldErrors]) -> BaseModel:
+MAX_FILE_BYTES = 1 << 20  # a spec or tests file: far more than any real one needs
+MAX_ERRORS = 10  # messages shown of a file's errors; the rest are counted
+_SHOWN_INPUT = 60  # characters of a bad value shown in its message
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: ``*name`` can expand a few hundred bytes into gigabytes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml_model(
+    model: type[BaseModel], path: Path, error: type[FieldErrors], *, max_bytes: int = MAX_FILE_BYTES
+) -> BaseModel:
     """A YAML (or JSON) file validated by ``model``; ``error`` names the file and each bad
-    field with its value."""
+    field with its value. The file is bounded before it is parsed: at most ``max_bytes``,
+    UTF-8, no YAML aliases; at most ``MAX_ERRORS`` messages, each value shortened."""
+    with open(path, "rb") as f:
+        raw = f.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise error([f"{path}: larger than {max_bytes:,} bytes"])
     try:
-        return model.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+        data = yaml.load(raw.decode("utf-8"), Loader=_NoAliasLoader) or {}
+    except UnicodeDecodeError as exc:
+        raise error([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
     except yaml.YAMLError as exc:
         raise error([f"{path}: not YAML/JSON: {exc}"]) from None
+    try:
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise error(
-            [
-                f"{path}: {'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']} (got {e['input']!r})"
-                for e in exc.errors()
-            ]
-        ) from None
+        problems = exc.errors()
+        messages = [
+            f"{path}: {'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']} "
+            f"(got {_shown(e['input'])})"
+            for e in problems[:MAX_ERRORS]
+        ]
+        if len(problems) > MAX_ERRORS:
+            messages.append(f"{path}: ... and {len(problems) - MAX_ERRORS} more problems")
+        raise error(messages) from None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_INPUT else text[: _SHOWN_INPUT - 3] + "..."
 
 
 class GeneratorParams(BaseModel):

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     workers: int = Field(
         os.cpu_count() or 1, ge=1, le=512, description="Worker processes per shard run."
     )
+    max_jobs: int = Field(1_000_000, ge=1, description="Jobs a batch may have, at most.")
     render_worker_jobs: int = Field(
         50, ge=1, description="Jobs a warm render (Cycles) worker runs before a fresh one."
     )

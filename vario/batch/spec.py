@@ -7,12 +7,14 @@ tolerates. ``vario.batch.plan`` turns a valid spec into jobs and shards.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from generators.params import FieldErrors, load_yaml_model
+from generators.settings import settings
 
 
 class Choices(BaseModel):
@@ -26,7 +28,7 @@ class Sampler(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["random", "sobol", "halton", "lhs", "grid", "stratified"]
-    count: int = Field(1, ge=1, le=10_000_000)
+    count: int = Field(1, ge=1, description="Jobs to sample (at most VARIO_MAX_JOBS).")
     ranges: dict[str, tuple[float, float] | Choices] = Field(min_length=1)
     levels: int = Field(
         3, ge=2, le=1000, description="Grid points, or strata per numeric range, per numeric range."
@@ -60,7 +62,7 @@ class BatchSpec(BaseModel):
     renderer: Literal["tiny", "cycles"] = "tiny"
     seed: int = Field(0, ge=0, description="Batch seed: samples and per-job seeds.")
     fixed: dict[str, Any] = {}
-    jobs: list[dict[str, Any]] | None = None
+    jobs: list[dict[str, Any]] | None = Field(None, min_length=1)
     sampler: Sampler | None = None
     shard_size: int = Field(64, ge=1, le=100_000)
     max_failure_rate: float = Field(
@@ -72,6 +74,29 @@ class BatchSpec(BaseModel):
         if (self.jobs is None) == (self.sampler is None):
             raise ValueError("give exactly one of 'jobs' (explicit) or 'sampler'")
         return self
+
+    @model_validator(mode="after")
+    def _bounded(self) -> BatchSpec:
+        """The job count, known before any job is made, within ``VARIO_MAX_JOBS``."""
+        limit = settings().max_jobs
+        if self.job_count > limit:
+            raise ValueError(
+                f"{self.job_count:,} jobs, more than VARIO_MAX_JOBS allows ({limit:,})"
+            )
+        return self
+
+    @property
+    def job_count(self) -> int:
+        if self.jobs is not None:
+            return len(self.jobs)
+        sampler = self.sampler
+        if sampler.kind != "grid":
+            return sampler.count
+        sizes = [
+            len(r.choices) if isinstance(r, Choices) else sampler.levels
+            for r in sampler.ranges.values()
+        ]
+        return math.prod(sizes)
 
     @model_validator(mode="after")
     def _renderer_once(self) -> BatchSpec:

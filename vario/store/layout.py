@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,21 @@ from vario.batch.plan import Plan
 from vario.batch.spec import BatchSpec, SpecError
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def free_name(path: Path, data: bytes, read: Callable[[Path], bytes | None]) -> Path:
+    """``path``, or ``<stem>-2<suffix>``, ``-3`` ...: the first that is free or already holds
+    ``data`` (``read`` gives a taken name's content, None if it is free)."""
+    candidate, n = path, 1
+    while True:
+        try:
+            held = read(candidate)
+        except FileNotFoundError:
+            held = None
+        if held is None or held == data:
+            return candidate
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
 
 
 @dataclass(frozen=True)
@@ -40,9 +56,12 @@ class DataStore:
         return sorted(p for p in self.inbox.iterdir() if p.suffix in SPEC_SUFFIXES)
 
     def submit(self, spec_path: Path) -> Path:
-        """Drop a spec into the inbox (atomically: the sensor never sees half a file)."""
-        target = self.inbox / Path(spec_path).name
-        arc.write_atomic(target, Path(spec_path).read_bytes())
+        """Drop a spec into the inbox (atomically: the sensor never sees half a file). It
+        never replaces another spec: a name already taken gets a number; the same content
+        again is the file already there."""
+        data = Path(spec_path).read_bytes()
+        target = free_name(self.inbox / Path(spec_path).name, data, lambda p: p.read_bytes())
+        arc.write_atomic(target, data)
         return target
 
     def submit_spec(self, spec: dict) -> Path:

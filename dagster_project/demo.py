@@ -13,7 +13,7 @@ from generators.settings import settings
 
 QUERY = """SELECT o.category, count(*) AS objects, round(avg(o.visible_pixels)) AS avg_pixels,
        round(avg(o.occlusion), 3) AS avg_occlusion, count(DISTINCT o.job_id) AS jobs
-FROM objects o JOIN jobs j USING (job_id)
+FROM objects o JOIN jobs j USING (batch, job_id)
 WHERE j.batch = 'demo' AND j.param_table_texture <> 'checker'
 GROUP BY o.category ORDER BY objects DESC"""
 

@@ -111,3 +111,30 @@ def render_still(scene: Scene) -> Rendered:
         images = renderer.render_frame(0)
     _, objects = frame_labels(scene, catalog, trajectory, 0, images)
     return Rendered(scene, images, objects)
+
+
+def build_batch(tmp_path: Path, spec: dict, *, render: bool = True):
+    """A real batch: through the inbox sensor and every shard's materialisation. Returns its
+    ``StorageResource`` (data folder ``tmp_path / <name>``)."""
+    import dagster as dg
+    import yaml
+
+    from assets_defs.batches import shard
+    from assets_defs.storage import StorageResource
+    from dagster_project.local_run import evaluate_sensor
+    from dagster_project.sensors import inbox_sensor
+
+    storage = StorageResource(root=str(tmp_path / spec["name"]))
+    storage.store.inbox.mkdir(parents=True)
+    (storage.store.inbox / "spec.yaml").write_text(yaml.safe_dump(spec))
+    with dg.instance_for_test() as instance:
+        result = evaluate_sensor(inbox_sensor, instance, storage)
+        for request in result.run_requests if render else []:
+            if request.job_name == "render_shard_job":
+                assert dg.materialize(
+                    [shard],
+                    partition_key=request.partition_key,
+                    instance=instance,
+                    resources={"storage": storage},
+                ).success
+    return storage

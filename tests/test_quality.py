@@ -16,13 +16,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import build_batch
 from PIL import Image
 
-from assets_defs.batches import shard
 from assets_defs.quality import DatasetTestsResource, batch_dataset, batch_export
 from assets_defs.storage import StorageResource
-from dagster_project.local_run import evaluate_sensor
-from dagster_project.sensors import inbox_sensor
 from vario.batch.plan import plan
 from vario.batch.spec import BatchSpec
 from vario.quality import checks as quality
@@ -30,24 +28,6 @@ from vario.quality.report import write_report
 from vario.store.layout import DataStore
 
 FIXED = {"resolution": 64, "n_distractors": 0, "start_time": 0.5}
-
-
-def _build(tmp_path, spec: dict, *, render: bool = True) -> StorageResource:
-    """A real batch: through the inbox sensor and every shard's materialisation."""
-    storage = StorageResource(root=str(tmp_path / spec["name"]))
-    storage.store.inbox.mkdir(parents=True)
-    (storage.store.inbox / "spec.yaml").write_text(yaml.safe_dump(spec))
-    with dg.instance_for_test() as instance:
-        result = evaluate_sensor(inbox_sensor, instance, storage)
-        for request in result.run_requests if render else []:
-            if request.job_name == "render_shard_job":
-                assert dg.materialize(
-                    [shard],
-                    partition_key=request.partition_key,
-                    instance=instance,
-                    resources={"storage": storage},
-                ).success
-    return storage
 
 
 def _by_name(results) -> dict[str, quality.CheckResult]:
@@ -72,7 +52,7 @@ def sobol_batch(tmp_path_factory):
             },
         },
     }
-    return _build(tmp_path_factory.mktemp("quality"), spec)
+    return build_batch(tmp_path_factory.mktemp("quality"), spec)
 
 
 def test_a_sobol_batch_passes_coverage_balance_bias_and_integrity(sobol_batch):
@@ -97,7 +77,7 @@ def test_lighting_chosen_from_the_category_fails_bias_naming_the_pair(tmp_path):
         "fixed": FIXED,
         "jobs": jobs,
     }
-    storage = _build(tmp_path, spec)
+    storage = build_batch(tmp_path, spec)
     bias = _by_name(quality.run_checks(storage.store, "leak"))["bias"]
     assert not bias.passed and bias.severity == "ERROR"
     assert "light_azimuth predicts category: Cramér's V" in bias.message
@@ -119,7 +99,7 @@ def test_a_parameter_squeezed_to_a_quarter_of_its_range_fails_coverage(tmp_path)
             "ranges": {"light_azimuth": [0, 90], "camera_azimuth": [0, 360]},
         },
     }
-    storage = _build(tmp_path, spec)
+    storage = build_batch(tmp_path, spec)
     coverage = _by_name(quality.run_checks(storage.store, "squeezed"))["coverage"]
     assert not coverage.passed
     assert "light_azimuth: 3 of 4 bins over its range [0, 360]" in coverage.message
@@ -150,7 +130,7 @@ def test_a_failing_error_check_stops_the_export_in_the_same_run(tmp_path):
         for c, a in (("duck", 10), ("cube", 200))
         for _ in range(4)
     ]
-    storage = _build(
+    storage = build_batch(
         tmp_path,
         {
             "name": "blocked",
@@ -225,7 +205,7 @@ def test_checks_on_an_empty_batch_fail_with_a_message(tmp_path):
         "fixed": FIXED,
         "sampler": {"kind": "random", "count": 4, "ranges": {"fov": [20, 90]}},
     }
-    storage = _build(tmp_path, spec, render=False)
+    storage = build_batch(tmp_path, spec, render=False)
     for result in quality.run_checks(storage.store, "empty"):
         assert not result.passed and "no rendered jobs" in result.message
     for result in quality.run_checks(storage.store, "never-submitted"):
@@ -240,7 +220,7 @@ def test_checks_on_a_single_job_and_a_one_level_factor_do_not_raise(tmp_path):
         "fixed": {**FIXED, "categories": ["duck"]},
         "jobs": [{"light_azimuth": 30}],
     }
-    storage = _build(tmp_path, spec)
+    storage = build_batch(tmp_path, spec)
     tests = quality.DatasetTests(
         balance={"factors": ["category"]}, bias={"nuisance": ["light_azimuth"]}
     )
@@ -398,7 +378,7 @@ def test_integrity_reads_each_mask_at_its_own_frame_size(tmp_path):
         "fixed": {**FIXED, "n_objects": 3},
         "jobs": [{"resolution": 64}, {"resolution": 96}],
     }
-    storage = _build(tmp_path, spec)
+    storage = build_batch(tmp_path, spec)
     integrity = _by_name(quality.run_checks(storage.store, "sizes"))["integrity"]
     assert integrity.passed, integrity.message
     path = storage.store.table_path("objects", "sizes", "sizes~00000")
@@ -577,7 +557,7 @@ def test_novelty_counts_the_frames_that_repeat_an_image(tmp_path, motion):
             for a in (0, 90, 180, 270)
         ],
     }
-    storage = _build(tmp_path, spec)
+    storage = build_batch(tmp_path, spec)
     result = _by_name(quality.run_checks(storage.store, spec["name"]))["novelty"]
     repeats = identical = 0
     for archive in sorted(storage.store.archive_dir(spec["name"]).glob("*.zip")):

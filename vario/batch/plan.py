@@ -28,7 +28,7 @@ from generators.contract.generator import Generator
 from generators.job import make_job_id
 from generators.params import ParameterError, field_schemas, validate
 from vario.batch.samplers import sample
-from vario.batch.spec import BatchSpec, Choices, SpecError
+from vario.batch.spec import BatchSpec, Choices, SpecError, checked_batch
 
 MANIFEST = pa.schema(
     [
@@ -61,7 +61,11 @@ def shard_key(batch: str, index: int) -> str:
 
 
 def batch_of(shard: str) -> str:
-    return shard.rsplit(SHARD_SEPARATOR, 1)[0]
+    """The batch of a shard key ``<batch>~NNNNN``; a key of any other form is refused."""
+    batch, sep, number = shard.rpartition(SHARD_SEPARATOR)
+    if not sep or not number.isdigit():
+        raise ValueError(f"not a shard key: {shard[:80]!r} (expected <batch>~NNNNN)")
+    return checked_batch(batch)
 
 
 def _json_column(values: list) -> list[str]:

@@ -8,6 +8,7 @@ tolerates. ``vario.batch.plan`` turns a valid spec into jobs and shards.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from generators.params import FieldErrors, load_yaml_model
 from generators.settings import settings
+
+BATCH_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # safe in a path, a URL and SQL
+
+
+def checked_batch(name: str) -> str:
+    """``name`` if it is a batch name; anything else (from a partition key, a URL, a file)
+    never reaches a path or a query."""
+    if not isinstance(name, str) or not BATCH_NAME.match(name):
+        raise ValueError(f"not a batch name: {str(name)[:80]!r} (expected {BATCH_NAME.pattern})")
+    return name
 
 
 class Choices(BaseModel):
@@ -52,7 +63,7 @@ class Sampler(BaseModel):
 
 class BatchSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    name: str = Field(pattern=BATCH_NAME.pattern)
     template: str | None = Field(
         None,
         description="The template it came from (default: name); "

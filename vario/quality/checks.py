@@ -46,6 +46,7 @@ from generators.contract import registry
 from generators.contract.domain import TARGETS
 from generators.labels import archive as arc
 from generators.params import FieldErrors, field_schemas, load_yaml_model
+from vario.batch.spec import checked_batch
 from vario.run import shard as sh
 from vario.store.layout import DataStore
 from vario.store.views import connect
@@ -317,7 +318,7 @@ def _job_weighted_counts(
     factor_columns = ", ".join(f'{b.bin_sql(x, bins)} AS "{x}"' for x in nuisance)
     rows = b.con.execute(
         f"WITH o AS (SELECT o.job_id, {target_columns} FROM objects o "
-        f"JOIN frames f USING (job_id, frame) WHERE o.batch = '{b.name}'), "
+        f"JOIN frames f USING (batch, job_id, frame) WHERE o.batch = '{b.name}'), "
         "per AS (SELECT job_id, target, b, count(*) AS c FROM o UNPIVOT INCLUDE NULLS "
         f"(b FOR target IN ({_quoted(targets)})) GROUP BY ALL), "
         "share AS (SELECT job_id, target, b, "
@@ -550,7 +551,7 @@ def check_integrity(b: _Batch, t: IntegrityTests) -> CheckResult:
     size_columns, join = (
         ("", "")
         if len(sizes) == 1
-        else (", f.height, f.width", "JOIN frames f USING (job_id, frame)")
+        else (", f.height, f.width", "JOIN frames f USING (batch, job_id, frame)")
     )
     columns = b.con.sql(
         "SELECT o.job_id, o.frame, o.instance_id, o.box_x_min, o.box_y_min, o.box_x_max, "
@@ -690,11 +691,13 @@ def _gc_paused() -> Iterator[None]:
 def _archive_problems(b: _Batch, job_id: str, archive: Path) -> list[str]:
     problems = []
     frames = b.con.execute(
-        f"SELECT frame, near, far, segmentation_path, depth_path, rgb_path "
-        f"FROM frames WHERE job_id = '{job_id}' ORDER BY frame"
+        "SELECT frame, near, far, segmentation_path, depth_path, rgb_path "
+        "FROM frames WHERE batch = $batch AND job_id = $job ORDER BY frame",
+        {"batch": b.name, "job": job_id},
     ).fetchall()
     rows = b.con.execute(
-        f"SELECT frame, instance_id, mask_rle FROM objects WHERE job_id = '{job_id}'"
+        "SELECT frame, instance_id, mask_rle FROM objects WHERE batch = $batch AND job_id = $job",
+        {"batch": b.name, "job": job_id},
     ).fetchall()
     with zipfile.ZipFile(archive) as z:
         for frame, near, far, seg_path, depth_path, rgb_path in frames:
@@ -753,7 +756,7 @@ def run_checks(
 ) -> list[CheckResult]:
     """Every dataset test of the batch, in ``CHECKS`` order."""
     tests = tests or DatasetTests()
-    b = _load(store, batch, tests)
+    b = _load(store, checked_batch(batch), tests)
     if b is None or b.jobs.empty:
         return [_empty(name, getattr(tests, name).severity, batch) for name in CHECKS]
     return [check(b, getattr(tests, name)) for name, check in CHECKS.items()]

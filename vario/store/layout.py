@@ -22,7 +22,7 @@ import yaml
 
 from generators.labels import archive as arc
 from vario.batch.plan import Plan
-from vario.batch.spec import BatchSpec, SpecError
+from vario.batch.spec import BatchSpec, SpecError, checked_batch
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -85,7 +85,7 @@ class DataStore:
         return target
 
     def batch_dir(self, batch: str) -> Path:
-        return self.root / "batches" / batch
+        return self.root / "batches" / checked_batch(batch)
 
     def batches(self) -> list[str]:
         folder = self.root / "batches"
@@ -119,10 +119,10 @@ class DataStore:
         return pq.read_table(self.manifest_path(batch))
 
     def archive_dir(self, batch: str) -> Path:
-        return self.root / "archives" / batch
+        return self.root / "archives" / checked_batch(batch)
 
     def table_dir(self, table: str, batch: str) -> Path:
-        return self.root / "tables" / table / f"batch={batch}"
+        return self.root / "tables" / table / f"batch={checked_batch(batch)}"
 
     def table_path(self, table: str, batch: str, shard: str) -> Path:
         return self.table_dir(table, batch) / f"{shard}.parquet"

@@ -9,6 +9,7 @@ commands that need them, so ``vario --help`` and ``vario generators list`` answe
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -99,16 +100,24 @@ def generators_show(name: str, as_json: bool) -> None:
     table(rows, ("parameter", "type", "default", "allowed", "description"))
 
 
+def _finite(param: click.Parameter, value: float | None) -> float | None:
+    """``FloatRange`` lets ``nan`` through: no comparison with it is true."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number", param=param)
+    return value
+
+
 @main.command("run")
 @click.argument("generator")
 @click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE", help="A parameter.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), help="Folder [default: DATA/jobs].")
 @click.option("--batch-id", default="adhoc", show_default=True)
 @click.option("--preview", is_flag=True, help="The same job with the fast renderer (tiny).")
 @click.option(
     "--time-limit",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, min_open=True, max=1e9),
+    callback=lambda ctx, param, value: _finite(param, value),
     help="Seconds before an isolated (Cycles) job is stopped [default: VARIO_JOB_TIME_LIMIT].",
 )
 def run(generator, assignments, seed, out, batch_id, preview, time_limit) -> None:
@@ -121,7 +130,7 @@ def run(generator, assignments, seed, out, batch_id, preview, time_limit) -> Non
     gen = _generator(generator)
     assignments = [*assignments, "renderer=tiny"] if preview else list(assignments)
     try:
-        params = validate(gen.Params, parse_assignments(gen.Params, assignments))
+        params = validate(gen.Params, parse_assignments(gen.Params, assignments), strict=True)
     except ParameterError as exc:
         fail(f"invalid parameters for {generator}:\n  " + "\n  ".join(exc.messages))
     # SIGTERM unwinds like Ctrl-C, so the partial archive is removed (SIGKILL leaves only it)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,11 +158,29 @@ def describe(model: type[BaseModel]) -> list[ParamDoc]:
     ]
 
 
-def _split_list(text: str, schema: dict) -> str | list[str]:
-    """A list parameter's ``--set`` text split on commas; any other value stays text, which
-    pydantic's lax mode turns into the field's type (``"5"`` into 5, ``"true"`` into True)."""
-    if schema.get("type") == "array":
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_BOOLEANS = {"true": True, "false": False}
+
+
+def _typed(text: str, schema: dict) -> Any:
+    """A ``--set`` text as the field's type, strictly: ``true``/``false`` for a flag (not
+    ``1`` or ``yes``), plain decimal digits for an integer (not ``1_0``), a finite decimal
+    number for a number (not ``nan``), commas between a list's items. Text that is none of
+    these stays text, and validation names the parameter and what it allows."""
+    kind = schema.get("type") or next(
+        (option["type"] for option in schema.get("anyOf", []) if option.get("type") != "null"),
+        None,
+    )
+    if kind == "array":
         return [part.strip() for part in text.split(",") if part.strip()]
+    value = text.strip()
+    if kind == "boolean" and value.lower() in _BOOLEANS:
+        return _BOOLEANS[value.lower()]
+    if kind == "integer" and _INTEGER.fullmatch(value):
+        return int(value)
+    if kind == "number" and _NUMBER.fullmatch(value):
+        return float(value)
     return text
 
 
@@ -175,19 +194,20 @@ def parse_assignments(model: type[BaseModel], assignments: list[str]) -> dict[st
         if not sep:
             errors.append(f"{item!r}: expected NAME=VALUE")
         else:  # unknown names pass through: ``validate`` reports them with the other errors
-            values[name] = _split_list(text, schemas.get(name, {}))
+            values[name] = _typed(text, schemas.get(name, {}))
     if errors:
         raise ParameterError(errors)
     return values
 
 
-def validate(model: type[BaseModel], values: dict[str, Any]) -> BaseModel:
+def validate(model: type[BaseModel], values: dict[str, Any], *, strict: bool = False) -> BaseModel:
     """The validated model, or a ``ParameterError`` naming each bad parameter, value and range.
+    ``strict`` takes values only of the field's own type (no ``"5"`` for 5, no 1 for True).
 
     It calls the model's validator as ``model_validate`` does, without that method's keyword
     handling: planning validates every job of a batch, 100,000 at a time."""
     try:
-        return model.__pydantic_validator__.validate_python(values)
+        return model.__pydantic_validator__.validate_python(values, strict=strict)
     except ValidationError as exc:
         docs = {d.name: d for d in describe(model)}
         messages = []

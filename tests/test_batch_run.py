@@ -17,6 +17,8 @@ from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from assets_defs.storage import StorageResource
 from dagster_project.local_run import evaluate_sensor
+from vario.batch.plan import plan
+from vario.batch.spec import BatchSpec
 
 SPEC = {
     "name": "cli-run",
@@ -241,3 +243,15 @@ def test_demo_runs_the_demo_batch_and_prints_its_tests_and_a_query(tmp_path):
     assert "boxes under 64 px²:" in demo.stdout
     assert "8 jobs (0 failed), 16 frames" in demo.stdout
     assert re.search(r"│\s+category\s+│\s+objects\s+│", demo.stdout)  # the query's table
+
+
+def test_batch_plan_prints_the_jobs_and_shards_and_writes_nothing(project, tmp_path):
+    _, spec_path, env, _ = project
+    data = tmp_path / "data"
+    planned = vario({**env, "VARIO_DATA_DIR": str(data)}, "batch", "plan", str(spec_path))
+    assert planned.returncode == 0, planned.stderr
+    manifest = plan(BatchSpec.model_validate(SPEC)).manifest
+    assert "batch cli-run: 4 jobs of tabletop (tiny), 2 shards of up to 2" in planned.stdout
+    for row in manifest.select(["job_id", "shard"]).to_pylist():
+        assert re.search(rf"{row['job_id']}\s+│\s+{row['shard']}", planned.stdout)
+    assert not data.exists()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import zipfile
 from typing import Literal
 
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from pydantic import Field
@@ -120,3 +123,10 @@ def test_cli_run_prints_the_archive_path(tmp_path):
     assert result.returncode == 0, result.stderr
     archive = result.stdout.strip()
     assert archive.endswith(".zip") and [str(p) for p in tmp_path.iterdir()] == [archive]
+    with zipfile.ZipFile(archive) as z:
+        job = json.loads(z.read("job.json"))
+        frames = pq.read_table(io.BytesIO(z.read("labels/frames.parquet")))
+    assert (
+        job["seed"] == 7 and job["params"]["n_objects"] == 2 and job["params"]["resolution"] == 64
+    )
+    assert set(frames.column("width").to_pylist()) == {64}  # rendered as asked

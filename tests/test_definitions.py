@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -74,7 +75,9 @@ def test_importing_the_definitions_changes_no_environment_variable():
         "import json, os; before = dict(os.environ); import dagster_project.definitions; "
         "print(json.dumps({k: v for k, v in os.environ.items() if before.get(k) != v}))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # without any setting in the environment, where a setdefault would show
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VARIO_", "DAGSTER_"))}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     changed = json.loads(result.stdout.strip().splitlines()[-1])
     changed.pop("LD_LIBRARY_PATH", None)  # OpenCV's own loader sets it when cv2 is imported

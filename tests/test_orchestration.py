@@ -382,3 +382,26 @@ def test_a_crashing_shard_step_is_retried_twice_and_then_fails(tmp_path):
     assert kinds.count("STEP_START") + kinds.count("STEP_RESTARTED") == 3
     assert kinds.count("STEP_UP_FOR_RETRY") == 2
     assert kinds.count("STEP_FAILURE") == 1
+
+
+def test_an_archive_lost_after_its_job_fails_archives_complete_as_an_error(tmp_path):
+    """A job reports success but its archive is gone when the shard checks (the ``vanish``
+    fault): ``archives_complete`` fails with ERROR severity and names the job as missing."""
+    ok = {"fault": "none"}
+    spec = {
+        "name": "lost",
+        "generator": "faulty",
+        "shard_size": 3,
+        "fixed": {"resolution": 64, "n_frames": 1},
+        "jobs": [{**ok, "n_objects": 1}, {"fault": "vanish"}, {**ok, "n_objects": 2}],
+    }
+    storage = StorageResource(root=str(tmp_path))
+    _write_spec(storage.store.inbox, spec)
+    with dg.instance_for_test() as instance:
+        evaluate_sensor(inbox_sensor, instance, storage)
+        result = _run_shard_step(instance, storage, "lost~00000")
+    lost = storage.store.manifest("lost").column("job_id").to_pylist()[1]
+    (check,) = result.get_asset_check_evaluations()
+    assert (check.check_name, check.passed) == ("archives_complete", False)
+    assert check.severity == dg.AssetCheckSeverity.ERROR
+    assert check.metadata["missing"].value == [lost] and check.metadata["failed"].value == []

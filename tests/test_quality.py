@@ -368,6 +368,24 @@ def test_the_cli_reports_the_results_vario_dataset_test_recorded(sobol_batch, tm
     assert len(page.images) == len(SECTIONS)
 
 
+def test_dataset_test_exits_1_when_an_error_check_fails(sobol_batch, tmp_path):
+    """A tests file that no batch of 32 jobs can meet (coverage: 100 jobs per bin)."""
+    from click.testing import CliRunner
+
+    from dagster_project.cli import main
+
+    root = tmp_path / "copy"
+    shutil.copytree(sobol_batch.store.root, root)
+    strict = tmp_path / "strict.tests.yaml"
+    strict.write_text(yaml.safe_dump({"coverage": {"min_bin_count": 100}}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VARIO_DATA_DIR", str(root))
+        result = CliRunner().invoke(main, ["dataset", "test", "good", "--tests", str(strict)])
+    assert result.exit_code == 1, result.output
+    recorded = {r.name: r for r in quality.recorded_results(DataStore(root), "good")}
+    assert not recorded["coverage"].passed and recorded["coverage"].severity == "ERROR"
+
+
 def test_integrity_reads_each_mask_at_its_own_frame_size(tmp_path):
     """Frames of two sizes in one batch: every mask is decoded at its frame's size (a mask
     read at the other size would give another box), and a wrong box is still found."""

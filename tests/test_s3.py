@@ -122,5 +122,17 @@ def test_a_batch_runs_through_s3_and_resumes_anywhere(tmp_path, s3_endpoint):
         assert figures["jobs"] == 3 and figures["archives sampled"] == 3
         export = released.asset_materializations_for_node("batch_export")[0].metadata
         assert export["jobs rows"].value == 3 and export["objects rows"].value > 0
+
+        # the export alone, on one more empty machine, fetches the tables (not the archives)
+        exporter = _storage(tmp_path / "machine_d", s3_endpoint)
+        exported = dg.materialize(
+            [batch_export],
+            partition_key="clouds",
+            instance=instance,
+            resources={"storage": exporter},
+        )
+        again = exported.asset_materializations_for_node("batch_export")[0].metadata
+        assert again["jobs rows"].value == 3 and again["objects rows"] == export["objects rows"]
+        assert not (tmp_path / "machine_d" / "archives").exists()
     keys = _keys(s3_endpoint)
     assert {"vario/batches/clouds/tests.json", "vario/exports/clouds/objects.parquet"} <= keys

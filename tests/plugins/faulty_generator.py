@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
+from generators.job import JobResult
 from generators.library.tabletop import TabletopGenerator, TabletopParams
 from generators.scene.description import Scene
 
 
 class FaultyParams(TabletopParams):
-    fault: Literal["none", "raise", "crash"] = Field(
-        "none", description="raise: build_scene raises; crash: the process kills itself."
+    fault: Literal["none", "raise", "crash", "vanish"] = Field(
+        "none",
+        description="raise: build_scene raises; crash: the process kills itself; vanish: "
+        "the job succeeds, then its archive disappears (as on a disk that loses it).",
     )
 
 
@@ -28,6 +32,12 @@ class FaultyGenerator(TabletopGenerator):
     version = "1.0.0"
     Params = FaultyParams
     description = "Test only: tabletop that raises or crashes when asked to."
+
+    def run(self, params: FaultyParams, seed: int, out_dir: Path, **kwargs) -> JobResult:
+        result = super().run(params, seed, out_dir, **kwargs)
+        if params.fault == "vanish" and result.archive is not None:
+            result.archive.unlink()
+        return result
 
     def build_scene(self, params: FaultyParams, seed: int) -> Scene:
         if params.fault == "raise":

@@ -9,6 +9,7 @@ reads. Like Kubric's workers it is a short script: every piece of machinery live
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -42,6 +43,10 @@ def main() -> None:
             print(f"{END} failed", flush=True)
         else:
             print(f"{END} ok", flush=True)
+    # every archive is closed, synced and renamed and every job reported: leave without
+    # Blender's native teardown, which can abort ("terminate called ...") at exit
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

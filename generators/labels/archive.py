@@ -77,8 +77,12 @@ def write_atomic(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except BaseException:  # a full disk, a kill: no half-written file stays behind
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def read_tables(path: Path) -> dict[str, pa.Table]:
@@ -110,10 +114,11 @@ class AtomicArchive:
         self._zip.writestr(name, data, zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED)
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._zip.close()
-        if exc_type is None:
-            with open(self.partial, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(self.partial, self.path)
-        else:
+        try:
+            self._zip.close()
+            if exc_type is None:
+                with open(self.partial, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.replace(self.partial, self.path)
+        finally:  # an error, also one closing or syncing (a full disk): nothing stays
             self.partial.unlink(missing_ok=True)

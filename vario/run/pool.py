@@ -19,9 +19,11 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from types import ModuleType
 
+from generators.render.isolation import die_with_parent
 from generators.scene import catalog
 
 WARM_MODULE = "vario.run.warm"
+FORKSERVER_PARENT = "VARIO_FORKSERVER_PARENT"  # the forkserver's parent pid, for vario.run.warm
 
 
 def main_imports() -> list[str]:
@@ -56,8 +58,11 @@ def vario_env() -> dict[str, str]:
 
 
 def init_worker(env: dict[str, str]) -> None:
-    """Give a new worker the parent's settings: the forkserver may have started before they
-    were set, and then the catalog it built is read again with them, once per worker."""
+    """Tie a new worker's life to its forkserver's, which ends with the shard's process (a
+    step killed with SIGKILL leaves no worker rendering on), and give it the parent's
+    settings: the forkserver may have started before they were set, and then the catalog
+    it built is read again with them, once per worker."""
+    die_with_parent(os.getppid())
     if any(os.environ.get(k) != v for k, v in env.items()):
         os.environ.update(env)
         catalog.refresh()
@@ -69,6 +74,7 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     process's forkserver starts, that is with its first pool."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([WARM_MODULE, *main_imports()])
+    os.environ[FORKSERVER_PARENT] = str(os.getpid())  # read by the forkserver, if it starts now
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=context,

@@ -11,16 +11,23 @@ seconds for it on its first job. It loads:
 
 The catalog reflects the environment the forkserver started with; a worker given other
 ``VARIO_*`` settings reads it again (``vario.run.pool.init_worker``).
+
+In the forkserver (the process whose parent started it, as ``FORKSERVER_PARENT`` names) it
+also ties the forkserver's life to that parent's: Python's forkserver outlives a parent
+killed with SIGKILL, and keeps its pool workers with it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import pyarrow as pa
 
 from generators.contract import registry
+from generators.render.isolation import die_with_parent
 from generators.scene import catalog
+from vario.run.pool import FORKSERVER_PARENT
 
 
 def warm() -> None:
@@ -32,4 +39,6 @@ def warm() -> None:
         pa.Table.from_pylist([{"warm": 1}])
 
 
+if os.environ.get(FORKSERVER_PARENT) == str(os.getppid()):
+    die_with_parent(os.getppid())
 warm()

@@ -241,6 +241,7 @@ def run_job(
             "batch_id": batch_id,
             "seed": seed,
             "renderer": getattr(params, "renderer", "tiny"),
+            "render_backend": renderer.backend,
             "params": params.model_dump(mode="json"),
             "versions": {p: version(p) for p in ("vario", "pybullet", "pycocotools")},
             "timing": seconds,

@@ -90,6 +90,7 @@ def _project(point, frame) -> np.ndarray:
 
 def test_segmentation_ids_are_the_scenes_labelled_objects(final_and_preview):
     final, preview = final_and_preview
+    assert _manifest(final.archive)["render_backend"] == "cycles-cpu"  # device=cpu, the default
     scene = _manifest(final.archive)["scene"]
     labelled = [o for o in scene["objects"] if o["labelled"]]
     seen = set()

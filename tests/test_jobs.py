@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
 from generators.library.tabletop import TABLE_SIZE, TabletopGenerator
+from generators.render.tiny import gpu_available
 from generators.scene.catalog import DISTRACTOR, OBJECT_CATEGORIES, default_catalog
 from generators.sim.physics import simulate
 
@@ -132,3 +135,13 @@ def test_a_moving_camera_moves_only_the_camera(tmp_path, motion):
         np.testing.assert_allclose(eyes, np.tile(eyes[0], (4, 1)))  # it turns, it does not walk
         turns = [np.degrees((looks[0].inv() * r).magnitude()) for r in looks[1:]]
         assert 0 < max(turns) <= 2 * 3  # two shakes: frame 0 is itself off the centre
+
+
+def test_the_job_description_records_what_drew_it_and_the_assets_sizes(tabletop_job):
+    with zipfile.ZipFile(tabletop_job.archive) as z:
+        job = json.loads(z.read("job.json"))
+    expected = "pybullet-egl" if gpu_available() else "pybullet-tiny"
+    assert job["render_backend"] == expected
+    catalog = default_catalog()
+    for asset_id, asset in job["assets"].items():
+        assert asset["dimensions_m"] == list(catalog[asset_id].dimensions)

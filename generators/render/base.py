@@ -30,6 +30,8 @@ class FrameImages:
 
 
 class Renderer(Protocol):
+    backend: str  # what draws the pixels on this machine, e.g. "pybullet-tiny", "cycles-gpu"
+
     def render_frame(self, frame: int) -> FrameImages: ...
 
     def close(self) -> None: ...

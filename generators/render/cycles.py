@@ -102,6 +102,7 @@ class CyclesRenderer:
         )
         repair_render_passes()
         configure_device(settings)
+        self.backend = f"cycles-{bpy.context.scene.cycles.device.lower()}"  # cpu or gpu
         f_px = cam.intrinsics[1]
         camera = kb.PerspectiveCamera(
             focal_length=f_px * SENSOR_WIDTH_MM / max(cam.width, cam.height),

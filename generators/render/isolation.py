@@ -41,13 +41,16 @@ def in_worker() -> bool:
     return os.environ.get(WORKER_ENV) == "1"
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: int | None = None) -> None:
     """In a worker: be killed when the process that started it dies (Linux), so a parent
-    killed mid-job leaves no render worker behind. If the parent is already gone, exit.
-    The signal follows the thread that started the worker; that thread waits for it."""
+    killed mid-job leaves no worker behind. If ``parent`` (default: the pid the render
+    worker was given) is already gone, exit. The signal follows the thread that started the
+    worker: for a render worker the thread that waits for it, for a pool worker the
+    forkserver's."""
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != int(os.environ.get(_PARENT_ENV, os.getppid())):
+    expected = int(os.environ.get(_PARENT_ENV, os.getppid())) if parent is None else parent
+    if os.getppid() != expected:
         os._exit(1)
 
 

@@ -132,6 +132,10 @@ class TinyRenderer:
         self.trajectory = trajectory
         self.client = bullet.connect()
         self._engine = choose_engine(self.client, use_egl)
+        # what drew the pixels, recorded in the job's description (it depends on the machine)
+        self.backend = (
+            "pybullet-egl" if self._engine == pb.ER_BULLET_HARDWARE_OPENGL else "pybullet-tiny"
+        )
         textures: dict[str, int] = {}
         self.bodies = []
         for obj in scene.objects:

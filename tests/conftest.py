@@ -138,3 +138,11 @@ def build_batch(tmp_path: Path, spec: dict, *, render: bool = True):
                     resources={"storage": storage},
                 ).success
     return storage
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` is alive and not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

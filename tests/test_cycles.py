@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import running
 from pycocotools import mask as mask_utils
 from scipy.spatial.transform import Rotation
 
@@ -313,7 +314,7 @@ def test_a_warm_worker_runs_job_after_job_and_a_failed_job_replaces_it(tmp_path)
     assert first.status == second.status == "ok"
     assert len(workers) == 1 and _worker_pids() == workers
     stopped = gen.run(params.model_copy(update={"n_frames": 6}), 3, tmp_path, time_limit=0.2)
-    assert stopped.status == "failed" and not any(map(_running, workers))
+    assert stopped.status == "failed" and not any(map(running, workers))
     third = gen.run(params, 4, tmp_path)
     assert third.status == "ok" and len(_worker_pids()) == 1 and _worker_pids() != workers
 
@@ -357,14 +358,6 @@ def test_a_crashed_worker_is_a_failed_job_with_its_error_and_no_archive(tmp_path
     assert result.frames.num_rows == 0
 
 
-def _running(pid: int) -> bool:
-    """Alive and not a zombie waiting to be reaped."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_a_killed_job_process_takes_its_render_worker_with_it(tmp_path):
     """``vario run`` SIGKILLed while Blender renders (no handler can run): its render worker
     dies with it instead of rendering on as an orphan, and no archive appears."""
@@ -380,9 +373,9 @@ def test_a_killed_job_process_takes_its_render_worker_with_it(tmp_path):
         parent.kill()
         parent.wait()
     deadline = time.monotonic() + 2  # well before it would write, and die of a broken pipe
-    while any(map(_running, workers)) and time.monotonic() < deadline:
+    while any(map(running, workers)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(map(_running, workers))
+    assert not any(map(running, workers))
     assert not list(tmp_path.glob("*.zip"))
 
 

@@ -4,12 +4,15 @@ ends with the tables of an uninterrupted run, byte for byte."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from conftest import running
 
 from vario.batch.plan import plan
 from vario.batch.spec import BatchSpec
@@ -23,13 +26,12 @@ SPEC = {
     "sampler": {"kind": "random", "count": 8, "ranges": {"light_azimuth": [0, 360]}},
 }
 SHARD = """
-import sys
+import json, sys
 from pathlib import Path
-from tests.reliability.test_kills import SPEC
 from vario.batch.plan import plan
 from vario.batch.spec import BatchSpec
 from vario.run import shard as sh
-manifest = plan(BatchSpec.model_validate(SPEC)).manifest
+manifest = plan(BatchSpec.model_validate(json.loads(sys.argv[2]))).manifest
 sh.run_shard("tabletop", manifest, Path(sys.argv[1]), workers=2)
 """
 
@@ -48,21 +50,9 @@ def _descendants(root: int) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_a_killed_shard_leaves_no_process_and_its_rerun_matches(tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    repo = Path(__file__).resolve().parents[2]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
-    }
-    shard = subprocess.Popen([sys.executable, "-c", SHARD, str(killed)], env=env)
+    shard = subprocess.Popen([sys.executable, "-c", SHARD, str(killed), json.dumps(SPEC)])
     deadline = time.monotonic() + 120
     while len(list(killed.glob("*.zip"))) < 2:
         assert shard.poll() is None and time.monotonic() < deadline
@@ -72,9 +62,9 @@ def test_a_killed_shard_leaves_no_process_and_its_rerun_matches(tmp_path):
     os.kill(shard.pid, signal.SIGKILL)  # the process alone, as an OOM killer or a node would
     shard.wait()
     deadline = time.monotonic() + 10
-    while any(map(_alive, family)) and time.monotonic() < deadline:
+    while any(map(running, family)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert [p for p in family if _alive(p)] == []
+    assert [p for p in family if running(p)] == []
 
     manifest = plan(BatchSpec.model_validate(SPEC)).manifest
     tables = {}

@@ -1,13 +1,13 @@
 """Mutation testing (mutmut 3) of the parameter rules, batch planning and dataset tests
-against their fast tests: per module, how many mutants there are and how many the tests
-kill, let survive or time out, and the wall time of the whole run.
+against their fast tests (no rendering): per module, how many mutants there are and how many
+the tests kill, let survive or time out, and the wall time of the whole run.
 
-Each module is mutated in its own working folder outside the checkout (``--workdir``,
-default ``<temp>/vario-mutation``; mutmut writes ``mutants/`` there), made afresh on every run:
-links to the packages and tests, and a copy of pyproject.toml with the ``[tool.mutmut]``
-section below. Each mutant runs only the selected tests that call the function it changes,
-on one worker. "no tests" are mutants in code none of those tests reach; timeouts are not
-counted as killed.
+Each module is mutated in a fresh working folder outside the checkout (``--workdir``, default
+``<temp>/vario-mutation/<module>``: links to the packages, tests and docs, pyproject.toml with
+a ``[tool.mutmut]`` section from ``MODULES``; mutmut writes ``mutants/`` and ``mutmut.log``
+there). Each mutant runs only the selected tests that call the function it changes, on one
+worker. "no tests": mutants no selected test reaches; "other": mutmut's "suspicious" and
+crashed runs. Only "killed" counts as killed. About 25 minutes on one core.
 
     uv run python benchmarks/mutation.py [--module params|plan|checks]
 
@@ -29,7 +29,8 @@ from pathlib import Path
 from mutmut.stats import status_by_exit_code
 
 ROOT = Path(__file__).resolve().parents[1]
-LINKED = ("generators", "vario", "assets_defs", "dagster_project", "tests")
+PACKAGES = ["generators", "vario", "assets_defs", "dagster_project"]
+LINKED = [*PACKAGES, "tests", "docs"]  # the tests read docs/dataset-tests.md
 TARGET = 0.8
 GATED = ("params", "checks")
 # module -> (files mutated, pytest arguments selecting its fast tests: no rendering)
@@ -58,7 +59,8 @@ def _config(files: list[str], tests: list[str]) -> str:
     return "\n[tool.mutmut]\n" + "\n".join(
         f"{key} = {json.dumps(value)}"
         for key, value in {
-            "source_paths": list(LINKED[:-1]),
+            "source_paths": PACKAGES,
+            "also_copy": ["docs"],
             "only_mutate": files,
             "pytest_add_cli_args_test_selection": tests,
             "pytest_add_cli_args": ["-n", "0", "-p", "no:cacheprovider"],
@@ -78,6 +80,7 @@ def run_module(name: str, workdir: Path) -> dict[str, Counter]:
     (work / "pyproject.toml").write_text(
         (ROOT / "pyproject.toml").read_text() + _config(files, tests)
     )
+    print(f"{name}: mutmut over {', '.join(files)} (log: {work / 'mutmut.log'})", file=sys.stderr)
     with open(work / "mutmut.log", "w") as log:
         command = [sys.executable, "-m", "mutmut", "run", "--max-children", "1"]
         rc = subprocess.run(command, cwd=work, stdout=log, stderr=subprocess.STDOUT).returncode
@@ -95,7 +98,9 @@ def run_module(name: str, workdir: Path) -> dict[str, Counter]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--module", choices=list(MODULES), action="append")
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "vario-mutation")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "vario-mutation"
+    )
     args = parser.parse_args()
 
     start = time.perf_counter()

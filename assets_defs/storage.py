@@ -66,10 +66,17 @@ class StorageResource(dg.ConfigurableResource):
                 client.head_object(Bucket=self.s3_bucket, Key=self._key(path))
             except client.exceptions.ClientError:
                 continue
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            partial = Path(path).with_name(f".{Path(path).name}.download")
+            self._download(client, Path(path))
+
+    def _download(self, client, path: Path) -> None:
+        """One object to its place in the working copy, under a temporary name until whole."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.download")
+        try:
             client.download_file(self.s3_bucket, self._key(path), str(partial))
             partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
 
     def fetch_batch(self, batch: str, *, archives: bool = True) -> None:
         """Bring a batch into the working copy: its spec, manifest, label tables and, with
@@ -87,8 +94,10 @@ class StorageResource(dg.ConfigurableResource):
         for folder in folders:
             prefix = self._key(folder) + "/"
             for page in pages.paginate(Bucket=self.s3_bucket, Prefix=prefix):
-                keys = [item["Key"][len(prefix) :] for item in page.get("Contents", [])]
-                self.fetch(*(folder / key for key in keys if "/" not in key))
+                for item in page.get("Contents", []):  # listed, so there: no HEAD each
+                    name = item["Key"][len(prefix) :]
+                    if "/" not in name and not (folder / name).exists():
+                        self._download(client, folder / name)
 
     def submit(self, spec_path: Path) -> str:
         """Put a spec in the inbox: the S3 inbox when there is a bucket, else the local one."""

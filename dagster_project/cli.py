@@ -361,9 +361,7 @@ def query(sql: str, max_rows: int) -> None:
     con = sandbox.connection(DataStore(settings().data_dir), remote.from_settings())
     try:
         with sandbox.time_limit(con):
-            result = sandbox.relation(con, sql)
-            if result is not None:
-                result.show(max_rows=max_rows)
+            sandbox.relation(con, sql).show(max_rows=max_rows)
     except (sandbox.QueryRefused, sandbox.QueryTimedOut) as exc:
         fail(f"vario query: {exc}")
     except duckdb.Error as exc:

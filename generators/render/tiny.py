@@ -8,6 +8,7 @@ It reads the same scene description as every renderer and only poses bodies from
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pkgutil
@@ -97,14 +98,18 @@ def prefiltered_texture(path: str, texels: int) -> str:
     its longer side: the mip level a filtering renderer would sample. The tiny renderer
     picks the nearest texel and has no mip-maps, so a large texture on a small object
     aliases into speckles. Reduced copies are cached (atomically) beside the catalog's."""
+    return _reduced_texture(path, 1 << max(0, int(np.ceil(np.log2(max(texels, 1))))))
+
+
+@functools.lru_cache(maxsize=256)
+def _reduced_texture(path: str, level: int) -> str:
+    """One texture at one level, decided (and written, if new) once per process: a job
+    would otherwise decode every full-size texture again to learn its size."""
     import cv2
 
     source = Path(path)
     image = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        return path
-    level = 1 << max(0, int(np.ceil(np.log2(max(texels, 1)))))
-    if max(image.shape[:2]) <= level:
+    if image is None or max(image.shape[:2]) <= level:
         return path
     key = hashlib.sha256(f"{source.resolve()}:{source.stat().st_size}".encode()).hexdigest()
     target = settings().cache_dir / "textures" / f"{key[:16]}-{level}.png"

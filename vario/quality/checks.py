@@ -425,6 +425,9 @@ def check_balance(b: _Batch, t: BalanceTests) -> CheckResult:
     return CheckResult("balance", not failures, t.severity, message, metadata)
 
 
+_BOX_AREA = "(box_x_max - box_x_min) * (box_y_max - box_y_min)"
+
+
 def check_edge_cases(b: _Batch, t: EdgeCaseTests) -> CheckResult:
     objects, occluded, truncated, small = b.con.execute(
         f"SELECT count(*), count(*) FILTER (occlusion >= {t.occlusion_level}), "
@@ -464,9 +467,6 @@ def check_edge_cases(b: _Batch, t: EdgeCaseTests) -> CheckResult:
         "; ".join([*short, summary]) if short else f"edge-case quotas met; {summary}",
         {**{k: round(v, 4) for k, v in shares.items()}, "box area by category": sizes},
     )
-
-
-_BOX_AREA = "(box_x_max - box_x_min) * (box_y_max - box_y_min)"
 
 
 def _box_areas_by_category(b: _Batch, small_area: int) -> dict[str, dict]:

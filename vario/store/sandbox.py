@@ -93,5 +93,4 @@ def time_limit(con: duckdb.DuckDBPyConnection, seconds: float | None = None) -> 
 def relation(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyRelation:
     """The query's result, checked first, at most ``VARIO_QUERY_MAX_ROWS`` rows."""
     check_statement(sql)
-    result = con.sql(sql)
-    return result.limit(settings().query_max_rows) if result is not None else result
+    return con.sql(sql).limit(settings().query_max_rows)

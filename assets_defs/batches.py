@@ -11,6 +11,7 @@ import time
 
 import dagster as dg
 import pyarrow.compute as pc
+from pydantic import Field
 
 from assets_defs.storage import StorageResource
 from generators.labels import archive as arc
@@ -40,7 +41,8 @@ def batch_manifest(
     Written when the spec is accepted; this records its shape."""
     store, batch = storage.store, context.partition_key
     storage.fetch(store.spec_path(batch), store.manifest_path(batch))
-    manifest, spec = store.manifest(batch), store.spec(batch)
+    spec = store.spec(batch)
+    manifest = store.manifest(batch, columns=["job_index", "job_id", "shard", "seed"])
     sample = [
         {"job": r["job_index"], "job_id": r["job_id"], "shard": r["shard"], "seed": r["seed"]}
         for r in manifest.slice(0, 5).to_pylist()
@@ -50,12 +52,40 @@ def batch_manifest(
             "generator": spec.generator,
             "renderer": spec.renderer,
             "jobs": manifest.num_rows,
-            "shards": len(set(manifest.column("shard").to_pylist())),
+            "shards": len(pc.unique(manifest.column("shard"))),
             "source": spec.sampler.kind if spec.sampler else "explicit",
             "manifest": dg.MetadataValue.path(str(store.manifest_path(batch))),
             "first jobs": dg.MetadataValue.md(_markdown_table(sample)),
         }
     )
+
+
+class ShardConfig(dg.Config):
+    retry_failed: bool = Field(
+        False,
+        description="Render again the jobs that failed in an earlier run of the shard "
+        "(by default their recorded failure stands).",
+    )
+
+
+_ABANDONED = (
+    dg.DagsterRunStatus.FAILURE,
+    dg.DagsterRunStatus.CANCELED,
+    dg.DagsterRunStatus.CANCELING,
+)
+
+
+def _stop_if_abandoned(context: dg.AssetExecutionContext) -> None:
+    """Raise if the instance marked this run failed or canceled while its step went on (run
+    monitoring does so when the run worker is lost): its results would contradict the run's
+    recorded end."""
+    run = context.instance.get_run_by_id(context.run.run_id)
+    if run is not None and run.status in _ABANDONED:
+        raise dg.Failure(
+            f"run {context.run.run_id} was marked {run.status.value} while its step ran: "
+            "stopped, nothing materialized",
+            allow_retries=False,
+        )
 
 
 @dg.multi_asset(
@@ -80,27 +110,32 @@ def batch_manifest(
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
     check_specs=[dg.AssetCheckSpec("archives_complete", asset="rendered_shard")],
 )
-def shard(context: dg.AssetExecutionContext, storage: StorageResource):
+def shard(context: dg.AssetExecutionContext, config: ShardConfig, storage: StorageResource):
     """Renders a shard's jobs in parallel worker processes and writes its label tables, in
     one step: fresh jobs hand their tables over in memory. A retry or re-run skips jobs whose
-    archive is complete; failed jobs are recorded and tolerated up to the batch's rate."""
+    archive is complete, and failed jobs unless ``retry_failed``; failed jobs are recorded
+    and tolerated up to the batch's rate. A run marked failed or canceled meanwhile (its run
+    worker was lost) stops at the next job and materializes nothing."""
     store, key = storage.store, context.partition_key
     batch = batch_of(key)
     storage.fetch(store.spec_path(batch), store.manifest_path(batch))
     spec = store.spec(batch)
-    manifest = sh.shard_manifest(store.manifest(batch), key)
+    manifest = store.shard_manifest(batch, key)
     out_dir = store.archive_dir(batch)
     job_ids = manifest.column("job_id").to_pylist()
     storage.fetch(*(f(out_dir, j) for j in job_ids for f in (sh.archive_path, sh.failure_path)))
 
     def progress(outcome: sh.JobOutcome, done: int, total: int) -> None:
+        _stop_if_abandoned(context)
         if outcome.status == "failed":
             context.log.warning(f"job {outcome.job_id} failed: {outcome.error}")
         if done == total or done % max(1, total // 10) == 0:
             context.log.info(f"{done}/{total} jobs rendered")
 
     started = time.perf_counter()
-    outcomes = sh.run_shard(spec.generator, manifest, out_dir, on_job=progress)
+    outcomes = sh.run_shard(
+        spec.generator, manifest, out_dir, on_job=progress, retry_failed=config.retry_failed
+    )
     seconds = time.perf_counter() - started
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
     failed = [o for o in outcomes if o.status == "failed"]
@@ -123,8 +158,9 @@ def shard(context: dg.AssetExecutionContext, storage: StorageResource):
             # of the step itself; a re-run of the shard retries the failed jobs.
             allow_retries=False,
         )
+    _stop_if_abandoned(context)
     done = [sh.archive_path(out_dir, o.job_id) for o in outcomes if o.status != "failed"]
-    missing = [p.stem for p in done if not sh.is_complete(p)]
+    missing = [p.stem for p in done if not arc.is_complete(p)]
     tables = sh.shard_tables(spec.generator, manifest, out_dir, outcomes)
     render = pc.sum(tables["jobs"].column("render_seconds")).as_py() or 0.0
     metadata = {
@@ -149,6 +185,7 @@ def shard(context: dg.AssetExecutionContext, storage: StorageResource):
             "failed": dg.MetadataValue.json([o.job_id for o in failed]),
         },
     )
+    _stop_if_abandoned(context)
     labels = {"tables": dg.MetadataValue.path(str(store.root / "tables"))}
     for name, table in tables.items():
         path = store.table_path(name, batch, key)

@@ -13,9 +13,9 @@ import dagster as dg
 
 from assets_defs.batches import batches
 from assets_defs.storage import StorageResource
-from generators.labels import archive as arc
 from vario.quality import checks as quality
 from vario.quality.report import write_report
+from vario.store import export
 from vario.store import views as ds
 
 
@@ -56,8 +56,10 @@ def batch_dataset(
     report, plots = write_report(store, batch, results)
     storage.publish(quality.record_results(store, batch, results), report)
     con = ds.connect(store)
-    counts = {
-        name: con.execute(f"SELECT count(*) FROM {name} WHERE batch = '{batch}'").fetchall()[0][0]
+    counts = {  # the batch is a bound parameter, never SQL text
+        name: con.execute(
+            f"SELECT count(*) FROM {name} WHERE batch = $batch", {"batch": batch}
+        ).fetchall()[0][0]
         for name in ("jobs", "frames", "objects")
     }
     shown = {title: png for title, png in plots.items() if "frames" not in title}
@@ -91,15 +93,11 @@ def batch_export(context: dg.AssetExecutionContext, storage: StorageResource):
     after ``batch_dataset`` passed its ERROR checks."""
     batch, store = context.partition_key, storage.store
     storage.fetch_batch(batch, archives=False)
-    con = ds.connect(store)
     metadata = {}
-    for name in ("jobs", *ds.VIEWS):
-        table = con.sql(f"SELECT * FROM {name} WHERE batch = '{batch}'").to_arrow_table()
-        path = store.root / "exports" / batch / f"{name}.parquet"
-        arc.write_atomic(path, arc.parquet_bytes(table))
+    for name, (path, rows) in export.export_batch(store, batch).items():
         storage.publish(path)
-        metadata[f"{name} rows"] = table.num_rows
-    metadata["export"] = dg.MetadataValue.path(str(store.root / "exports" / batch))
+        metadata[f"{name} rows"] = rows
+    metadata["export"] = dg.MetadataValue.path(str(export.export_dir(store, batch)))
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -6,18 +6,42 @@
 pulled from the S3 inbox, a shard's spec, manifest and finished archives are fetched before
 it runs (so a shard resumes on any machine), a batch being released is fetched whole,
 everything a step writes is published, and the dataset's DuckDB views read the tables
-straight from S3 through pyarrow's S3 filesystem.
+straight from S3 through pyarrow's S3 filesystem. Only S3's "no such key" means a file is
+absent; every other error raises ``StorageError``.
 """
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
 import pyarrow.fs as pafs
+from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 
 from generators.labels import archive as arc
 from vario.store.layout import SPEC_SUFFIXES, DataStore, free_name
 from vario.store.remote import s3_tables
+
+# The error codes by which S3 says a key does not exist ("404" is a HEAD's, which has no body).
+# Nothing else means absent: a denied, throttled or failed request, or a missing bucket, raises.
+ABSENT = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+class StorageError(OSError):
+    """An S3 request failed for a reason other than a missing key. Taking it for "absent"
+    would silently skip a spec, a manifest or finished archives (a shard would render again
+    what it has, a release would test half a batch); an ``OSError``, it is retried like any
+    fault of the store."""
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", "unknown"))
+
+
+def _failure(error: ClientError, bucket: str, key: str) -> StorageError:
+    """A short message naming the object (or prefix) and what S3 answered."""
+    message = error.response.get("Error", {}).get("Message", "")
+    return StorageError(f"s3://{bucket}/{key}: {_code(error)} {message}".strip())
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -55,28 +79,56 @@ class StorageResource(dg.ConfigurableResource):
             client.upload_file(str(path), self.s3_bucket, self._key(path))
 
     def fetch(self, *paths: Path) -> None:
-        """Download files of the working copy that are missing locally and exist on S3."""
+        """Download files of the working copy that are missing locally and exist on S3; a
+        key S3 reports missing is skipped, any other error raises ``StorageError``."""
         if not self.s3_bucket:
             return
         client = self._client()
         for path in paths:
-            if Path(path).exists():
-                continue
-            try:
-                client.head_object(Bucket=self.s3_bucket, Key=self._key(path))
-            except client.exceptions.ClientError:
-                continue
-            self._download(client, Path(path))
+            if not Path(path).exists():
+                self._download(client, Path(path))
 
-    def _download(self, client, path: Path) -> None:
-        """One object to its place in the working copy, under a temporary name until whole."""
+    def _download(self, client, path: Path) -> bool:
+        """One object to its place in the working copy, under a temporary name until whole;
+        False when S3 says the key does not exist. One GET, not HEAD then GET: a HEAD has no
+        body, so a missing bucket would look like a missing key."""
+        body = self._body(client, self._key(path))
+        if body is None:
+            return False
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.download")
         try:
-            client.download_file(self.s3_bucket, self._key(path), str(partial))
+            with body, partial.open("wb") as out:
+                shutil.copyfileobj(body, out, 1 << 20)
             partial.replace(path)
         finally:
             partial.unlink(missing_ok=True)
+        return True
+
+    def _body(self, client, key: str):
+        """The object's streaming body, or None when S3 says the key does not exist."""
+        try:
+            return client.get_object(Bucket=self.s3_bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if _code(exc) in ABSENT:
+                return None
+            raise _failure(exc, self.s3_bucket, key) from exc
+
+    def listed(self, folder: Path) -> set[str]:
+        """Names of the objects directly in a working-copy folder on S3 (empty without a
+        bucket): what is there, without downloading it."""
+        if not self.s3_bucket:
+            return set()
+        prefix = self._key(folder) + "/"
+        pages = self._client().get_paginator("list_objects_v2")
+        try:
+            return {
+                item["Key"][len(prefix) :]
+                for page in pages.paginate(Bucket=self.s3_bucket, Prefix=prefix, Delimiter="/")
+                for item in page.get("Contents", [])
+            }
+        except ClientError as exc:
+            raise _failure(exc, self.s3_bucket, prefix) from exc
 
     def fetch_batch(self, batch: str, *, archives: bool = True) -> None:
         """Bring a batch into the working copy: its spec, manifest, label tables and, with
@@ -86,18 +138,10 @@ class StorageResource(dg.ConfigurableResource):
         if not self.s3_bucket:
             return
         store = self.store
-        self.fetch(store.spec_path(batch), store.manifest_path(batch))
         folders = [store.table_dir(t, batch) for t in arc.LABEL_TABLES]
         folders += [store.archive_dir(batch)] if archives else []
-        client = self._client()
-        pages = client.get_paginator("list_objects_v2")
-        for folder in folders:
-            prefix = self._key(folder) + "/"
-            for page in pages.paginate(Bucket=self.s3_bucket, Prefix=prefix):
-                for item in page.get("Contents", []):  # listed, so there: no HEAD each
-                    name = item["Key"][len(prefix) :]
-                    if "/" not in name and not (folder / name).exists():
-                        self._download(client, folder / name)
+        listed = [folder / name for folder in folders for name in self.listed(folder)]
+        self.fetch(store.spec_path(batch), store.manifest_path(batch), *listed)
 
     def submit(self, spec_path: Path) -> str:
         """Put a spec in the inbox: the S3 inbox when there is a bucket, else the local one."""
@@ -106,10 +150,8 @@ class StorageResource(dg.ConfigurableResource):
         client = self._client()
 
         def held(path: Path) -> bytes | None:
-            try:
-                return client.get_object(Bucket=self.s3_bucket, Key=self._key(path))["Body"].read()
-            except client.exceptions.NoSuchKey:
-                return None
+            body = self._body(client, self._key(path))
+            return None if body is None else body.read()
 
         data = Path(spec_path).read_bytes()
         key = self._key(free_name(self.store.inbox / Path(spec_path).name, data, held))
@@ -117,7 +159,8 @@ class StorageResource(dg.ConfigurableResource):
         return f"s3://{self.s3_bucket}/{key}"
 
     def pull_inbox(self) -> None:
-        """Move specs from the S3 inbox into the local inbox."""
+        """Copy specs of the S3 inbox that are not in the local inbox. They stay on S3 until
+        ``settle``: a working copy lost before its spec was registered loses nothing."""
         if not self.s3_bucket:
             return
         client = self._client()
@@ -125,11 +168,16 @@ class StorageResource(dg.ConfigurableResource):
         listing = client.list_objects_v2(Bucket=self.s3_bucket, Prefix=prefix, Delimiter="/")
         for item in listing.get("Contents", []):
             name = item["Key"][len(prefix) :]
-            if Path(name).suffix in SPEC_SUFFIXES:
-                target = self.store.inbox / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                client.download_file(self.s3_bucket, item["Key"], str(target))
-                client.delete_object(Bucket=self.s3_bucket, Key=item["Key"])
+            if Path(name).suffix in SPEC_SUFFIXES and not (self.store.inbox / name).exists():
+                self._download(client, self.store.inbox / name)
+
+    def settle(self, spec_path: Path, *moved: Path) -> None:
+        """A spec has left the inbox (for ``moved``, its new place and error file): publish
+        those and remove it from the S3 inbox."""
+        if not self.s3_bucket:
+            return
+        self.publish(*moved)
+        self._client().delete_object(Bucket=self.s3_bucket, Key=self._key(spec_path))
 
     def arrow_filesystem(self) -> tuple[pafs.FileSystem, str] | None:
         """pyarrow's S3 filesystem and the base path of the data, or None when local."""

@@ -68,7 +68,7 @@ def main() -> None:
         shard_count = len(instance.get_dynamic_partitions(shards.name))
         manifest_mib = store.manifest_path(batch.spec.name).stat().st_size / 2**20
     total = registered - started
-    print(f"{batch.manifest.num_rows} jobs, {shard_count} shards of {args.shard_size}")
+    print(f"{batch.job_count} jobs, {shard_count} shards of {args.shard_size}")
     print(f"  validate + plan:        {planned - started:5.2f} s")
     print(f"  manifest write:         {written - planned:5.2f} s  ({manifest_mib:.1f} MiB)")
     print(f"  partition registration: {registered - written:5.2f} s")

@@ -13,7 +13,9 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -50,12 +52,35 @@ def _store():
     return DataStore(settings().data_dir)
 
 
-def _existing_batch(name: str):
-    from dagster_project.console import fail
+def _s3_storage():
+    """The configured storage when the data lives on S3 (``VARIO_S3_BUCKET``), else None:
+    without a bucket the data folder is all there is, and Dagster is not imported."""
+    from generators.settings import settings
 
-    store = _store()
+    if not settings().s3_bucket:
+        return None
+    from dagster_project.resources import resolved_storage
+
+    return resolved_storage()
+
+
+def _existing_batch(name: str, fetch: Literal["manifest", "tables", "archives"] = "manifest"):
+    """The data folder, holding batch ``name``, or exit 2 naming the batches there. With the
+    data on S3 the working copy may be empty, so the batch is fetched first, each file only
+    if missing here: its spec and manifest; with ``tables`` its label tables too; with
+    ``archives`` also its archives and failure records (which the dataset tests open)."""
+    from dagster_project.console import fail
+    from vario.batch.spec import BATCH_NAME
+
+    store, storage = _store(), _s3_storage()
+    if storage and BATCH_NAME.match(name):
+        if fetch == "manifest":
+            storage.fetch(store.spec_path(name), store.manifest_path(name))
+        else:
+            storage.fetch_batch(name, archives=fetch == "archives")
     if name not in store.batches():
-        fail(f"no batch {name!r} in {store.root}; batches: {', '.join(store.batches()) or '-'}")
+        where = f"s3://{storage.s3_bucket}/{storage.s3_prefix}" if storage else store.root
+        fail(f"no batch {name!r} in {where}; batches: {', '.join(store.batches()) or '-'}")
     return store
 
 
@@ -98,6 +123,21 @@ def generators_show(name: str, as_json: bool) -> None:
     ]
     out.print(f"{gen.name} {gen.version}: {gen.description}", markup=False)
     table(rows, ("parameter", "type", "default", "allowed", "description"))
+    _print_catalog()
+
+
+def _print_catalog() -> None:
+    """The catalog this process resolves from the settings, as job ids and job.json name it:
+    the same hash here, in a batch's shard workers and in Dagster means the same assets."""
+    from dagster_project.console import out
+    from generators.scene.catalog import default_catalog, user_catalog_dir
+
+    catalog = default_catalog()
+    out.print(
+        f"catalog {catalog.content_hash}: {len(catalog)} assets, user meshes from "
+        f"{user_catalog_dir()}",
+        markup=False,
+    )
 
 
 def _finite(param: click.Parameter, value: float | None) -> float | None:
@@ -152,8 +192,18 @@ def run(generator, assignments, seed, out, batch_id, preview, time_limit) -> Non
             error = result.error if result.archive is None else None
     if error is not None:
         err.print(f"error: job {job_id(gen, params, seed)} failed: {error}", markup=False)
-        sys.exit(1)
+        _leave(1)
     click.echo(str(result.archive))
+    _leave(0)
+
+
+def _leave(code: int) -> None:
+    """End a process that ran a job without native teardown: the archive is synced and
+    reported, and a library's exit handler (Arrow's threads, Blender's) can no longer turn
+    a finished job into a crash (exit 134)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @main.group()
@@ -169,15 +219,16 @@ def batch_plan(spec: Path, show: int) -> None:
     from dagster_project.console import out, table
 
     planned = _plan(spec)
-    manifest, s = planned.manifest, planned.spec
+    s = planned.spec
     out.print(
-        f"batch {s.name}: {manifest.num_rows} jobs of {s.generator} ({s.renderer}), "
+        f"batch {s.name}: {planned.job_count} jobs of {s.generator} ({s.renderer}), "
         f"{len(planned.shards)} shards of up to {s.shard_size}",
         markup=False,
     )
+    _print_catalog()  # the one the job ids were made with
     varying = list(s.sampler.ranges) if s.sampler else sorted({k for j in s.jobs for k in j})
     rows = []
-    for r in manifest.slice(0, show).to_pylist():
+    for r in planned.head(show).to_pylist():
         params = json.loads(r["params_json"])
         values = (_short(params.get(k)) for k in varying)
         rows.append((r["job_index"], r["job_id"], r["shard"], r["seed"], *values))
@@ -191,11 +242,12 @@ def _short(value) -> str:
 def _refuse_conflict(planned) -> None:
     """A batch name already taken by another spec is an error before anything is submitted."""
     from dagster_project.console import fail
+    from vario.batch.spec import SpecError
 
-    store = _store()
-    if store.taken_by_another_spec(planned):
-        path = store.spec_path(planned.spec.name)
-        fail(f"batch {planned.spec.name!r} exists with another spec ({path}); rename the batch")
+    try:
+        _store().recorded(planned.spec)
+    except SpecError as exc:
+        fail(f"{exc.messages[0]}; rename the batch")
 
 
 @batch.command("submit")
@@ -208,7 +260,7 @@ def batch_submit(spec: Path) -> None:
     _refuse_conflict(planned)
     target = resolved_storage().submit(spec)
     click.echo(
-        f"submitted {planned.spec.name} ({planned.manifest.num_rows} jobs, "
+        f"submitted {planned.spec.name} ({planned.job_count} jobs, "
         f"{len(planned.shards)} shards): {target}"
     )
 
@@ -217,19 +269,26 @@ def batch_submit(spec: Path) -> None:
 @click.argument("spec", type=SPEC)
 @click.option("--workers", type=click.IntRange(1, 512), help="Worker processes per shard.")
 @click.option("--verbose", is_flag=True, help="Print Dagster's event log too.")
-def batch_run(spec: Path, workers: int | None, verbose: bool) -> None:
+@click.option(
+    "--retry-failed", is_flag=True, help="Render again the jobs that failed in an earlier run."
+)
+def batch_run(spec: Path, workers: int | None, verbose: bool, retry_failed: bool) -> None:
     """Run SPEC to completion without a daemon: shards, dataset, dataset tests, export.
 
     The runs go through the same sensors and jobs as in deployment and are recorded in the
-    project's Dagster instance (the UI lists them). Exit 0 when done and the tests pass, 1 when
-    jobs failed beyond the batch's tolerance or an ERROR test failed, 2 for an invalid spec.
+    project's Dagster instance (the UI lists them). Run again, it does only what is missing:
+    jobs that failed keep their recorded failure unless --retry-failed. Exit 0 when done and
+    the tests pass, 1 when jobs failed beyond the batch's tolerance or an ERROR test failed,
+    2 for an invalid spec.
     """
     planned = _plan(spec)
     _refuse_conflict(planned)
-    sys.exit(_run_batch(spec, planned, workers, verbose))
+    sys.exit(_run_batch(spec, planned, workers, verbose, retry_failed=retry_failed))
 
 
-def _run_batch(spec: Path, planned, workers: int | None, verbose: bool) -> int:
+def _run_batch(
+    spec: Path, planned, workers: int | None, verbose: bool, *, retry_failed: bool = False
+) -> int:
     """Run a planned batch with a progress bar and print its summary; the exit code."""
     from dagster_project.console import progress, quiet_dagster
 
@@ -238,14 +297,16 @@ def _run_batch(spec: Path, planned, workers: int | None, verbose: bool) -> int:
     log_level = quiet_dagster(verbose)
     from dagster_project.local_run import run_batch
 
-    total = planned.manifest.num_rows
+    total = planned.job_count
     with progress() as bar:
         task = bar.add_task(f"batch {planned.spec.name} jobs", total=total, note="")
 
         def on_progress(done: int, failed: int) -> None:
             bar.update(task, completed=done + failed, note=f"{failed} failed" if failed else "")
 
-        outcome = run_batch(spec, planned, on_progress=on_progress, log_level=log_level)
+        outcome = run_batch(
+            spec, planned, on_progress=on_progress, log_level=log_level, retry_failed=retry_failed
+        )
     _print_outcome(outcome)
     return 1 if outcome.failed_runs or outcome.blocking_failures or not outcome.runs else 0
 
@@ -274,24 +335,39 @@ def _results_table(results, title: str | None = None) -> None:
 @batch.command("status")
 @click.argument("name")
 def batch_status(name: str) -> None:
-    """Jobs done, failed and pending, per shard and in all."""
+    """Jobs done, failed and pending, per shard and in all (from S3 when the data is there)."""
     from dagster_project.console import table
-    from vario.run import shard as sh
 
     store = _existing_batch(name)
-    manifest, out = store.manifest(name), store.archive_dir(name)
+    state = _job_state(store, name)
     counts: dict[str, dict[str, int]] = {}
-    for r in manifest.to_pylist():
-        if sh.is_complete(sh.archive_path(out, r["job_id"])):
-            state = "done"
-        elif sh.failure_path(out, r["job_id"]).exists():
-            state = "failed"
-        else:
-            state = "pending"
-        counts.setdefault(r["shard"], {"done": 0, "failed": 0, "pending": 0})[state] += 1
+    for r in store.manifest(name, columns=["job_id", "shard"]).to_pylist():
+        shard = counts.setdefault(r["shard"], {"done": 0, "failed": 0, "pending": 0})
+        shard[state(r["job_id"])] += 1
     rows = [(s, c["done"], c["failed"], c["pending"]) for s, c in sorted(counts.items())]
     total = tuple(sum(r[i] for r in rows) for i in (1, 2, 3))
     table([*rows, ("all", *total)], ("shard", "done", "failed", "pending"))
+
+
+def _job_state(store, name: str) -> Callable[[str], str]:
+    """``done``, ``failed`` or ``pending`` for a job id of the batch. On S3 from one listing
+    of the batch's archives folder, downloading nothing: an archive is uploaded once
+    complete, so a listed one is done. Locally from the archives themselves."""
+    from generators.labels import archive as arc
+    from vario.run import shard as sh
+
+    out, storage = store.archive_dir(name), _s3_storage()
+    listed = storage.listed(out) if storage else None
+
+    def state(job_id: str) -> str:
+        archive, failure = sh.archive_path(out, job_id), sh.failure_path(out, job_id)
+        if listed is None:
+            done, failed = arc.is_complete(archive), failure.exists()
+        else:
+            done, failed = archive.name in listed, failure.name in listed
+        return "done" if done else "failed" if failed else "pending"
+
+    return state
 
 
 @main.group()
@@ -313,7 +389,7 @@ def dataset_test(batch: str, tests_file: Path | None) -> None:
     from dagster_project.resources import dataset_tests
     from vario.quality import checks as quality
 
-    store = _existing_batch(batch)
+    store = _existing_batch(batch, fetch="archives")
     try:
         tests = (
             quality.load_tests(tests_file)
@@ -323,7 +399,9 @@ def dataset_test(batch: str, tests_file: Path | None) -> None:
     except quality.TestsFileError as exc:
         fail("invalid dataset tests:\n  " + "\n  ".join(exc.messages))
     results = quality.run_checks(store, batch, tests)
-    quality.record_results(store, batch, results)
+    recorded = quality.record_results(store, batch, results)
+    if storage := _s3_storage():  # recorded where every machine reads them
+        storage.publish(recorded)
     _results_table(results)
     if any(r.blocking for r in results):
         sys.exit(1)
@@ -337,7 +415,9 @@ def dataset_report(batch: str) -> None:
     from vario.quality import checks as quality
     from vario.quality.report import write_report
 
-    store = _existing_batch(batch)
+    store = _existing_batch(batch, fetch="tables")
+    if storage := _s3_storage():
+        storage.fetch(quality.results_path(store, batch))
     results = quality.recorded_results(store, batch)
     if results is None:
         fail(f"no recorded dataset tests for {batch!r}: run `vario dataset test {batch}` first")

@@ -21,14 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
+from assets_defs.batches import render_shard_job
 from assets_defs.storage import StorageResource
 from dagster_project.definitions import defs
 from dagster_project.instance import dagster_home
 from dagster_project.resources import resolved_storage, storage
-from dagster_project.sensors import batch_complete_sensor, inbox_sensor
-from vario.batch.plan import Plan
+from dagster_project.sensors import batch_complete_sensor, batch_run_requests, inbox_sensor
+from vario.batch.plan import Plan, read_manifest
 from vario.quality import checks as quality
 from vario.quality.checks import CheckResult
 from vario.store.layout import DataStore
@@ -72,15 +74,26 @@ def _succeeded_before(instance: dg.DagsterInstance, run_key: str, sensor: str) -
 
 
 def _execute(
-    instance: dg.DagsterInstance, sensor: str, request: dg.RunRequest, log_level: str
+    instance: dg.DagsterInstance,
+    sensor: str,
+    request: dg.RunRequest,
+    log_level: str,
+    *,
+    retry_failed: bool = False,
 ) -> RunOutcome:
-    if request.run_key and _succeeded_before(instance, request.run_key, sensor):
+    """A requested run, in process, unless a run with its key succeeded before; with
+    ``retry_failed`` a shard's run is executed again, rendering its failed jobs again."""
+    shard_retry = retry_failed and request.job_name == render_shard_job.name
+    if request.run_key and not shard_retry and _succeeded_before(instance, request.run_key, sensor):
         return RunOutcome(request.job_name, request.partition_key, True, skipped=True)
     tags = {**request.tags, SENSOR_NAME_TAG: sensor}
     if request.run_key:
         tags[RUN_KEY_TAG] = request.run_key
+    run_config = console_run_config(log_level)
+    if shard_retry:
+        run_config["ops"] = {"shard": {"config": {"retry_failed": True}}}
     result = defs.resolve_job_def(request.job_name).execute_in_process(
-        run_config=console_run_config(log_level),
+        run_config=run_config,
         instance=instance,
         partition_key=request.partition_key,
         tags=tags,
@@ -122,7 +135,7 @@ def watch_jobs(
     """Report (done, failed) jobs of the batch twice a second from the archives folder, in a
     background thread, until the returned function is called."""
     folder = store.archive_dir(plan.spec.name)
-    job_ids = set(plan.manifest.column("job_id").to_pylist())
+    job_ids = set(read_manifest(pa.BufferReader(plan.parquet), columns=["job_id"])[0].to_pylist())
     stop = threading.Event()
 
     def poll() -> None:
@@ -155,10 +168,12 @@ def run_batch(
     *,
     on_progress: Callable[[int, int], None] | None = None,
     log_level: str = "ERROR",
+    retry_failed: bool = False,
 ) -> BatchRun:
     """Submit a planned spec and run it, its dataset and its release to completion. Every run
     the inbox sensor requests is executed (another spec waiting in the inbox runs too, as the
-    daemon would run it); of the completion sensor's, only this batch's."""
+    daemon would run it), and every run of this batch that has not succeeded yet (all its
+    shards' again with ``retry_failed``); of the completion sensor's, only this batch's."""
     dagster_home()
     instance = dg.DagsterInstance.get()
     batch = plan.spec.name
@@ -167,14 +182,20 @@ def run_batch(
     resource.submit(spec_path)
     finish = watch_jobs(resource.store, plan, on_progress) if on_progress else (lambda: None)
     verbose = log_level == "DEBUG"
+
+    def execute(sensor: str, requests: list[dg.RunRequest]) -> None:
+        for request in requests:
+            run = _execute(instance, sensor, request, log_level, retry_failed=retry_failed)
+            outcome.runs.append(run)
+
     try:
-        for request in evaluate_sensor(inbox_sensor, instance, verbose=verbose).run_requests:
-            outcome.runs.append(_execute(instance, inbox_sensor.name, request, log_level))
+        requested = evaluate_sensor(inbox_sensor, instance, verbose=verbose).run_requests
+        ours = batch_run_requests(plan.spec, plan.shards)  # also when registered before
+        execute(inbox_sensor.name, list({r.run_key: r for r in [*requested, *ours]}.values()))
+        # the next tick moves the specs registered now to processed/
+        execute(inbox_sensor.name, evaluate_sensor(inbox_sensor, instance).run_requests)
         completion = evaluate_sensor(batch_complete_sensor, instance, verbose=verbose)
-        for request in completion.run_requests:
-            if _ours(request, batch):
-                run = _execute(instance, batch_complete_sensor.name, request, log_level)
-                outcome.runs.append(run)
+        execute(batch_complete_sensor.name, [r for r in completion.run_requests if _ours(r, batch)])
     finally:
         finish()
     # the dataset tests as the release recorded them: this run's, or an earlier run's

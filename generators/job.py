@@ -28,7 +28,7 @@ from generators.labels.video import VideoEncoder
 from generators.render import isolation
 from generators.render.base import ISOLATED_RENDERERS, FrameImages
 from generators.render.select import make_renderer
-from generators.scene.catalog import default_catalog
+from generators.scene.catalog import default_catalog, refresh, user_catalog_dir
 from generators.scene.description import Scene
 from generators.sim.physics import Trajectory, simulate
 
@@ -53,27 +53,64 @@ ENCODINGS = {
 
 
 def job_id(generator: Generator, params: GeneratorParams, seed: int) -> str:
-    """A short stable hash of generator, version, parameters and seed."""
-    return make_job_id(generator.name, generator.version, params.model_dump(mode="json"), seed)
+    """A short stable hash of generator, version, parameters (the fast renderer's backend
+    among them), seed, and this process's catalog."""
+    return make_job_id(
+        generator.name,
+        generator.version,
+        params.model_dump(mode="json"),
+        seed,
+        default_catalog().content_hash,
+    )
 
 
-def make_job_id(name: str, version: str, params_json: dict | str, seed: int) -> str:
+def make_job_id(
+    name: str, version: str, params_json: dict | str, seed: int, catalog_hash: str
+) -> str:
     """``job_id`` from plain values: the parameters as ``model_dump(mode="json")``, or as that
     dict's ``json.dumps(..., sort_keys=True)`` text, which planning already has (it is the
-    manifest's ``params_json``), so 100,000 jobs are not serialized twice.
+    manifest's ``params_json``), so 100,000 jobs are not serialized twice; ``catalog_hash``
+    is ``Catalog.content_hash``, computed once by the caller, never per job.
 
-    The key is the text of ``json.dumps({"generator", "params", "seed", "version"},
-    sort_keys=True)``, spelled out: ids name archives on disk, so its bytes must not change.
+    The key is the text of ``json.dumps({"catalog", "generator", "params", "seed",
+    "version"}, sort_keys=True)``, spelled out: ids name archives on disk, so its bytes must
+    not change.
     """
     params = (
         params_json if isinstance(params_json, str) else json.dumps(params_json, sort_keys=True)
     )
     seed_text = int.__repr__(seed) if type(seed) is int else json.dumps(seed)  # json's own text
     key = (
-        f'{{"generator": {json.dumps(name)}, "params": {params}, '
-        f'"seed": {seed_text}, "version": {json.dumps(version)}}}'
+        f'{{"catalog": {json.dumps(catalog_hash)}, "generator": {json.dumps(name)}, '
+        f'"params": {params}, "seed": {seed_text}, "version": {json.dumps(version)}}}'
     )
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+class CatalogChanged(RuntimeError):
+    """This process's catalog is not the one the job was planned with."""
+
+
+def checked_job_id(
+    generator: Generator, params: GeneratorParams, seed: int, planned_id: str | None
+) -> str:
+    """The job's id with this process's catalog, which must be ``planned_id`` when a batch
+    planned the job: an archive under another id is one its batch never finds. A process
+    may hold a catalog it read before a mesh was added (a warm worker), so on a difference
+    the catalog is read again, once; a difference that remains raises ``CatalogChanged``."""
+    jid = job_id(generator, params, seed)
+    if planned_id is None or jid == planned_id:
+        return jid
+    refresh()
+    jid = job_id(generator, params, seed)
+    if jid != planned_id:
+        raise CatalogChanged(
+            f"catalog changed since the batch was planned: job {planned_id} is {jid} here, "
+            f"with catalog {default_catalog().content_hash} (user meshes from "
+            f"{user_catalog_dir()}) and {generator.name} {generator.version}; plan the batch "
+            "again, or render it with the catalog it was planned with"
+        )
+    return jid
 
 
 @dataclass(frozen=True)
@@ -156,11 +193,19 @@ def run_job(
     batch_id: str,
     on_frame: Callable[[int, int], None] | None = None,
     time_limit: float | None = None,
+    planned_id: str | None = None,
 ) -> JobResult:
-    if getattr(params, "renderer", "tiny") in ISOLATED_RENDERERS and not isolation.in_worker():
-        return _run_isolated(generator, params, seed, Path(out_dir), batch_id, on_frame, time_limit)
+    """One job into ``out_dir/<job id>.zip``. With ``planned_id`` (the id its batch planned)
+    a job whose id differs here fails at once and writes nothing (``checked_job_id``)."""
     started = time.perf_counter()
-    jid = job_id(generator, params, seed)
+    try:
+        jid = checked_job_id(generator, params, seed, planned_id)
+    except CatalogChanged as exc:
+        return _failed(generator, params, seed, batch_id, planned_id, str(exc), started)
+    if getattr(params, "renderer", "tiny") in ISOLATED_RENDERERS and not isolation.in_worker():
+        return _run_isolated(
+            generator, params, seed, jid, Path(out_dir), batch_id, on_frame, time_limit
+        )
     catalog = default_catalog()
     scene = generator.build_scene(params, seed)
     trajectory = simulate(scene, catalog)
@@ -233,7 +278,7 @@ def run_job(
             ("events", events),
         ):
             archive.write(f"labels/{name}.parquet", arc.parquet_bytes(table))
-        coco = coco_dataset(frames, objects, info)
+        coco = coco_dataset(frames, objects, info, catalog.category_ids())
         archive.write("labels/coco.json", json.dumps(coco).encode(), compress=True)
         present = {"rgb", "segmentation", "depth", "video", "labels"} | dense_kinds
         manifest = {
@@ -242,6 +287,7 @@ def run_job(
             "seed": seed,
             "renderer": getattr(params, "renderer", "tiny"),
             "render_backend": renderer.backend,
+            "catalog_hash": catalog.content_hash,  # in the job id too
             "params": params.model_dump(mode="json"),
             "versions": {p: version(p) for p in ("vario", "pybullet", "pycocotools")},
             "timing": seconds,
@@ -261,38 +307,59 @@ def run_job(
     return JobResult(jid, path, jobs, frames, objects, events)
 
 
+def _failed(
+    generator: Generator,
+    params: GeneratorParams,
+    seed: int,
+    batch_id: str,
+    jid: str,
+    error: str,
+    started: float,
+    log: str = "",
+) -> JobResult:
+    """A ``failed`` job: its ``jobs`` row with the error, empty other tables, no archive."""
+    jobs = tables.failed_jobs_table(
+        params,
+        **_identity(generator, batch_id, jid, seed),
+        error=error,
+        total_seconds=time.perf_counter() - started,
+    )
+    empty = [schema.empty_table() for schema in (tables.FRAMES, tables.OBJECTS, tables.EVENTS)]
+    return JobResult(jid, None, jobs, *empty, log=log)
+
+
 def _run_isolated(
     generator: Generator,
     params: GeneratorParams,
     seed: int,
+    jid: str,
     out_dir: Path,
     batch_id: str,
     on_frame: Callable[[int, int], None] | None,
     time_limit: float | None,
 ) -> JobResult:
-    """The job in a render worker process; a crash or timeout gives a ``failed`` result."""
+    """The job in a render worker process; a crash or timeout gives a ``failed`` result. The
+    worker checks the id against its own catalog, which it may have read earlier."""
     started = time.perf_counter()
-    jid = job_id(generator, params, seed)
     spec = {
         "generator": generator.name,
         "params": params.model_dump(mode="json"),
         "seed": seed,
         "out_dir": str(out_dir),
         "batch_id": batch_id,
+        "job_id": jid,
     }
     ended = isolation.run_isolated(spec, on_frame=on_frame, time_limit=time_limit)
     path = out_dir / f"{jid}.zip"
-    if ended.error is None and path.exists():
+    arc.AtomicArchive(path, pid=ended.pid).partial.unlink(missing_ok=True)
+    # the archive decides: synced and renamed into place only once whole, so a complete one
+    # is a done job even if its worker died afterwards (in native teardown); anything else
+    # is removed and the job failed, never a failed job beside an archive
+    if arc.is_complete(path):
         labels = arc.read_tables(path)
         return JobResult(
             jid, path, labels["jobs"], labels["frames"], labels["objects"], labels["events"]
         )
-    arc.AtomicArchive(path, pid=ended.pid).partial.unlink(missing_ok=True)
-    jobs = tables.failed_jobs_table(
-        params,
-        **_identity(generator, batch_id, jid, seed),
-        error=ended.error or "render worker wrote no archive",
-        total_seconds=time.perf_counter() - started,
-    )
-    empty = [schema.empty_table() for schema in (tables.FRAMES, tables.OBJECTS, tables.EVENTS)]
-    return JobResult(jid, None, jobs, *empty, log=ended.log)
+    path.unlink(missing_ok=True)
+    error = ended.error or "render worker wrote no archive"
+    return _failed(generator, params, seed, batch_id, jid, error, started, ended.log)

@@ -56,7 +56,6 @@ class Settings(BaseSettings):
         None, description="Template the nightly schedule regenerates (on when set)."
     )
     nightly_cron: str = Field("0 2 * * *", description="When the nightly schedule runs.")
-    force_egl: bool = Field(False, description="Use PyBullet's EGL renderer without a GPU.")
     s3_bucket: str | None = Field(None, description="S3 bucket; the data folder mirrors it.")
     s3_prefix: str = Field("vario", description="Key prefix of the data in the bucket.")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint URL.")

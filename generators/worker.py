@@ -18,16 +18,19 @@ from generators.contract import registry
 from generators.render.isolation import END, ERROR, PROGRESS, die_with_parent
 
 
-def run(spec: dict) -> None:
+def run(spec: dict) -> str | None:
+    """One job; its error when it failed without raising (its id differs here), else None."""
     gen = registry.get(spec["generator"])
     params = gen.Params.model_validate(spec["params"])
-    gen.run(
+    result = gen.run(
         params,
         spec["seed"],
         Path(spec["out_dir"]),
         batch_id=spec["batch_id"],
         on_frame=lambda done, total: print(f"{PROGRESS} {done} {total}", flush=True),
+        planned_id=spec["job_id"],  # the id the parent computed and waits for
     )
+    return result.error
 
 
 def main() -> None:
@@ -36,13 +39,15 @@ def main() -> None:
 
     for line in sys.stdin:
         try:
-            run(json.loads(line))
+            error = run(json.loads(line))
         except Exception as exc:  # reported to the parent, which records the failed job
             traceback.print_exc()
-            print(f"{ERROR} {type(exc).__name__}: {exc}", flush=True)
-            print(f"{END} failed", flush=True)
-        else:
+            error = f"{type(exc).__name__}: {exc}"
+        if error is None:
             print(f"{END} ok", flush=True)
+        else:
+            print(f"{ERROR} {error}", flush=True)
+            print(f"{END} failed", flush=True)
     # every archive is closed, synced and renamed and every job reported: leave without
     # Blender's native teardown, which can abort ("terminate called ...") at exit
     sys.stdout.flush()

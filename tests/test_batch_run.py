@@ -172,6 +172,19 @@ def test_jobs_failing_beyond_tolerance_exit_1(project, tmp_path):
     assert len(records) == 4
     assert all("faulty generator asked to fail" in r.read_text() for r in records)
     assert not (root / "data" / "tables" / "jobs" / "batch=faulty-run").exists()
+    # the fault is gone, but a plain re-run keeps the recorded failures: nothing is rendered
+    healed = {**env, "VARIO_FAULTY_HEALED": "1"}
+    recorded = {r: r.stat().st_mtime_ns for r in records}
+    again = vario(healed, "batch", "run", str(spec))
+    assert again.returncode == 1 and "2 failed" in again.stdout, again.stdout + again.stderr
+    assert {r: r.stat().st_mtime_ns for r in records} == recorded
+    assert not list((root / "data" / "archives" / "faulty-run").glob("*.zip"))
+    # asked to, it renders them again: the batch completes and is tested and released
+    retried = vario(healed, "batch", "run", str(spec), "--retry-failed")
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    archives = root / "data" / "archives" / "faulty-run"
+    assert len(list(archives.glob("*.zip"))) == 4 and not list(archives.glob("*.failed.json"))
+    assert (root / "data" / "exports" / "faulty-run" / "jobs.parquet").exists()
 
 
 def test_batch_status_counts_the_jobs_and_refuses_an_unknown_batch(project):

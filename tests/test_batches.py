@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, model_validator
 from generators.contract import registry
 from generators.job import make_job_id
 from generators.params import GeneratorParams, field_schemas
+from generators.scene.catalog import default_catalog
 from vario.batch.plan import _ParamsText, _strings, batch_of, plan
 from vario.batch.samplers import sample
 from vario.batch.spec import BatchSpec, SpecError, load_spec
@@ -163,6 +164,7 @@ def test_a_large_sampled_batch_plans_as_validating_each_job_would():
     assert manifest.column("job_index").to_pylist() == list(range(20_000))
     jobs = sample(spec.sampler, field_schemas(gen.Params), spec.seed)
     seeds = np.random.default_rng(spec.seed).integers(0, 2**31 - 1, size=20_000).tolist()
+    catalog = default_catalog().content_hash  # the planning process's
     for i in np.random.default_rng(0).choice(20_000, size=200, replace=False).tolist():
         row = {name: manifest.column(name)[i].as_py() for name in manifest.column_names}
         expected = gen.Params.model_validate({**spec.fixed, "renderer": "tiny", **jobs[i]})
@@ -171,7 +173,7 @@ def test_a_large_sampled_batch_plans_as_validating_each_job_would():
         again = gen.Params.model_validate(json.loads(row["params_json"]))
         assert json.dumps(again.model_dump(mode="json"), sort_keys=True) == row["params_json"]
         assert row["seed"] == seeds[i] and row["shard"] == f"b1~{i // 64:05d}"
-        assert row["job_id"] == make_job_id(gen.name, gen.version, dumped, seeds[i])
+        assert row["job_id"] == make_job_id(gen.name, gen.version, dumped, seeds[i], catalog)
 
 
 def test_invalid_values_are_reported_with_their_job_index():

@@ -805,44 +805,30 @@ def test_integrity_of_many_masks_lists_the_first_fifty_problems(tmp_path, monkey
     )
     assert problems[-1].startswith(f"job {ids[0]} frame 0 instance {5 * 48 + 1}: ")
     assert result.message.startswith(f"51 problems; first: job {ids[1]}: no complete archive")
-    monkeypatch.setattr(quality, "_SPLIT_FROM", 2)  # decode in two processes: the same answer
-    assert check(store, "many", "integrity").metadata == result.metadata
+    monkeypatch.setattr(quality, "_CHUNK_ROWS", 7)  # read 7 rows at a time: the same answer
+    chunked = check(store, "many", "integrity")
+    assert chunked.metadata == result.metadata and chunked.message == result.message
 
 
-def _crash(start, stop):  # stands in for the forked child's decoding
-    raise RuntimeError("the child failed")
-
-
-def test_integrity_splits_many_masks_across_two_processes(tmp_path, monkeypatch):
+def test_integrity_reads_masks_in_chunks_with_the_same_answer(tmp_path, monkeypatch):
+    """Objects rows are read and decoded a chunk at a time; whatever the chunk's size (one
+    row, a chunk across two frame sizes), the same problems are found."""
     wide = frame((obj("duck", (30, 2, 38, 6)), obj("cube", (2, 2, 6, 6))))
     tall = frame((obj("duck", (2, 30, 6, 38)), obj("cube", (2, 2, 6, 6), pixels=3)), size=(W, H))
     jobs = [{"light_azimuth": 0}, {"light_azimuth": 1}]
-    store, ids = build(tmp_path, "split", jobs, scenes=[[wide], [tall]])
-    alone = check(store, "split", "integrity")
-    assert alone.metadata["problems"] == [
+    store, ids = build(tmp_path, "chunks", jobs, scenes=[[wide], [tall]])
+    whole = check(store, "chunks", "integrity")
+    assert whole.metadata["problems"] == [
         f"job {ids[1]} frame 0 instance 2: box (2, 2, 6, 6) / 3 px, but its mask gives "
         "(2, 2, 6, 6) / 16 px"
     ]
-    contexts, real = [], quality.multiprocessing.get_context
-    monkeypatch.setattr(
-        quality.multiprocessing, "get_context", lambda m: contexts.append(m) or real(m)
-    )
-    monkeypatch.setattr(quality.os, "cpu_count", lambda: 2)
-    assert check(store, "split", "integrity").metadata == alone.metadata and contexts == []
-    monkeypatch.setattr(quality, "_SPLIT_FROM", 4)  # the batch's masks: split in two
-    assert check(store, "split", "integrity").metadata == alone.metadata
-    assert contexts == ["fork"]
-    monkeypatch.setattr(quality.os, "cpu_count", lambda: 1)  # one core: no second process
-    assert check(store, "split", "integrity").metadata == alone.metadata
-    monkeypatch.setattr(quality.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(quality, "_decode_forked", _crash)  # its half is decoded here instead
-    assert check(store, "split", "integrity").metadata == alone.metadata
-    assert contexts == ["fork", "fork"]
-    monkeypatch.undo()  # one mask: this process's half is empty
+    for rows in (1, 2, 3):
+        monkeypatch.setattr(quality, "_CHUNK_ROWS", rows)
+        chunked = check(store, "chunks", "integrity")
+        assert (chunked.metadata, chunked.message) == (whole.metadata, whole.message)
     store, _ = build(tmp_path, "one", [{"light_azimuth": 5}], scenes=[[frame((obj(),))]])
-    monkeypatch.setattr(quality, "_SPLIT_FROM", 1)
-    monkeypatch.setattr(quality.os, "cpu_count", lambda: 2)
-    assert check(store, "one", "integrity").passed
+    result = check(store, "one", "integrity")
+    assert result.passed and result.message.endswith("1 objects consistent")
 
 
 def test_integrity_reads_only_its_batchs_rows_of_a_job_planned_twice(tmp_path):

@@ -532,11 +532,9 @@ def test_integrity_finds_a_broken_or_missing_archive(sobol_batch, tmp_path, corr
         assert any(CORRUPTIONS[corruption][2] in p for p in problems), problems
 
 
-def test_a_large_batch_decoded_in_two_processes_gives_the_same_answer(
-    sobol_batch, tmp_path, monkeypatch
-):
-    """Integrity splits a large batch's masks with a forked process (forced here for a small
-    one); a mask broken in the half the child decodes is still found."""
+def test_a_batch_read_in_small_chunks_gives_the_same_answer(sobol_batch, tmp_path, monkeypatch):
+    """Integrity reads a batch's objects a chunk of rows at a time (forced small here); a
+    mask broken in the last chunk is still found."""
     store = sobol_batch.store
     table = pq.read_table(store.table_path("objects", "good", "good~00000"))
     rows = table.to_pylist()
@@ -546,11 +544,11 @@ def test_a_large_batch_decoded_in_two_processes_gives_the_same_answer(
     pq.write_table(
         table.from_pylist(rows, table.schema), broken.table_path("objects", "good", "good~00000")
     )
-    alone = _by_name(quality.run_checks(broken, "good"))["integrity"]
-    monkeypatch.setattr(quality, "_SPLIT_FROM", 2)
-    split = _by_name(quality.run_checks(broken, "good"))["integrity"]
-    assert split.metadata["problems"] == alone.metadata["problems"]
-    assert any(f"instance {rows[-1]['instance_id']}" in p for p in split.metadata["problems"])
+    whole = _by_name(quality.run_checks(broken, "good"))["integrity"]
+    monkeypatch.setattr(quality, "_CHUNK_ROWS", 5)
+    chunked = _by_name(quality.run_checks(broken, "good"))["integrity"]
+    assert chunked.metadata["problems"] == whole.metadata["problems"]
+    assert any(f"instance {rows[-1]['instance_id']}" in p for p in chunked.metadata["problems"])
 
 
 def _rgb_frames(archive) -> list[np.ndarray]:

@@ -39,12 +39,16 @@ class Generator(ABC):
         batch_id: str = "adhoc",
         on_frame: Callable[[int, int], None] | None = None,
         time_limit: float | None = None,
+        planned_id: str | None = None,
     ) -> JobResult:
         """Build, simulate, render and label one job; write its archive into ``out_dir``.
 
         ``on_frame(done, total)`` is called after each frame, for progress reports.
         ``time_limit`` (seconds) applies to isolated (Cycles) jobs; a job past it, or one
         whose worker crashes, comes back with status ``failed`` and no archive.
+        ``planned_id`` is the id a batch planned the job under; if this process's catalog
+        gives the job another id, it comes back ``failed`` ("catalog changed since the batch
+        was planned") and writes nothing.
         """
         from generators.job import run_job  # the whole pipeline; describing needs none of it
 
@@ -56,4 +60,5 @@ class Generator(ABC):
             batch_id=batch_id,
             on_frame=on_frame,
             time_limit=time_limit,
+            planned_id=planned_id,
         )

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -72,23 +74,52 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a whole file under a temporary name, then rename it into place."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """The temporary name ``.NAME.PID.partial`` beside ``path`` to write a file under, for a
+    writer that streams it (more than fits in memory). When the block ends without an error
+    the file is synced and renamed to ``path``; on an error or an interrupt (a full disk,
+    Ctrl-C, the writer's own) it is removed, so ``path`` holds a complete file or what it held
+    before. A process killed outright leaves at most the partial file, named by its pid."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        partial.write_bytes(data)
+        yield partial
+        with open(partial, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(partial, path)
-    except BaseException:  # a full disk, a kill: no half-written file stays behind
+    finally:
         partial.unlink(missing_ok=True)
-        raise
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a whole file under a temporary name, sync it, then rename it into place."""
+    with atomic_path(path) as partial:
+        partial.write_bytes(data)
+
+
+def is_complete(path: Path) -> bool:
+    """A zip whose directory lists the job description and every label table. Archives
+    appear only by atomic rename once closed and synced, so a readable directory means a
+    whole archive."""
+    required = {"job.json", *(f"labels/{t}.parquet" for t in LABEL_TABLES)}
+    try:
+        with zipfile.ZipFile(path) as z:
+            return required <= set(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def read_tables(path: Path) -> dict[str, pa.Table]:
-    """The label tables stored in a job archive."""
+    """The label tables stored in a job archive. Read single-threaded: Arrow's threaded read
+    from memory leaves work behind that aborts the process at exit ("terminate called
+    without an active exception", apache/arrow #33975), which failed finished Cycles jobs."""
     with zipfile.ZipFile(path) as z:
-        return {t: pq.read_table(io.BytesIO(z.read(f"labels/{t}.parquet"))) for t in LABEL_TABLES}
+        return {
+            t: pq.read_table(io.BytesIO(z.read(f"labels/{t}.parquet")), use_threads=False)
+            for t in LABEL_TABLES
+        }
 
 
 class AtomicArchive:

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from generators.scene.catalog import default_catalog
 
-
-def category_ids() -> dict[str, int]:
-    """Stable COCO category ids over the whole catalog (1-based, sorted by name)."""
-    return {name: i + 1 for i, name in enumerate(default_catalog().categories())}
-
-
-def coco_dataset(frames: pa.Table, objects: pa.Table, info: dict) -> dict:
-    """Images are frames (id = frame + 1); boxes are ``[x, y, width, height]`` in pixels."""
-    ids = category_ids()
+def coco_dataset(frames: pa.Table, objects: pa.Table, info: dict, ids: dict[str, int]) -> dict:
+    """Images are frames (id = frame + 1); boxes are ``[x, y, width, height]`` in pixels;
+    ``ids`` are the catalog's category ids (``Catalog.category_ids``), the same in every job
+    rendered with that catalog."""
     images = [
         {
             "id": f["frame"] + 1,

@@ -45,6 +45,12 @@ class RenderParams(GeneratorParams):
         description="tiny: PyBullet's fast renderer (previews, scale); cycles: Kubric and "
         "Blender Cycles (photoreal, adds normals, object coordinates and optical flow).",
     )
+    fast_backend: Literal["tiny", "egl"] = Field(
+        "tiny",
+        description="The fast renderer's backend: tiny, PyBullet's CPU TinyRenderer (the same "
+        "pixels on every machine); egl, hardware OpenGL through EGL (fails if EGL cannot "
+        "load, never falls back). A parameter, so the job id records it.",
+    )
     samples: int = Field(64, ge=1, le=4096, description="Cycles samples per pixel.")
     denoise: bool = Field(False, description="Cycles: OpenImageDenoise on the RGB.")
     motion_blur: float = Field(

@@ -17,11 +17,12 @@ if TYPE_CHECKING:
 def make_renderer(
     scene: Scene, catalog: Catalog, trajectory: Trajectory, params: GeneratorParams
 ) -> Renderer:
-    """The renderer the parameters ask for (``tiny`` when they have no ``renderer``)."""
+    """The renderer the parameters ask for (``tiny`` when they have no ``renderer``), the fast
+    one with the backend they ask for (``tiny`` when they have no ``fast_backend``)."""
     if getattr(params, "renderer", "tiny") == "cycles":
         from generators.render.cycles import CyclesRenderer  # needs bpy and kubric
 
         return CyclesRenderer(scene, catalog, trajectory, params)
     from generators.render.tiny import TinyRenderer
 
-    return TinyRenderer(scene, catalog, trajectory)
+    return TinyRenderer(scene, catalog, trajectory, backend=getattr(params, "fast_backend", "tiny"))

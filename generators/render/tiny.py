@@ -1,6 +1,7 @@
 """PyBullet's own renderer: RGB, instance segmentation and metric depth, fast enough for previews
-and scale. ``ER_TINY_RENDERER`` runs on any CPU; with a GPU, ``ER_BULLET_HARDWARE_OPENGL``
-through the EGL plugin is used instead.
+and scale. Its backend is the job's ``fast_backend`` parameter, never the machine's choice:
+``tiny`` (``ER_TINY_RENDERER``, on any CPU, the default) or ``egl``
+(``ER_BULLET_HARDWARE_OPENGL`` through the EGL plugin), which fails when EGL cannot load.
 
 It reads the same scene description as every renderer and only poses bodies from a
 ``Trajectory``; it never steps physics. It shows the first light of the scene.
@@ -12,8 +13,8 @@ import functools
 import hashlib
 import os
 import pkgutil
-import warnings
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -34,19 +35,34 @@ def srgb_bytes(linear) -> np.ndarray:
     return np.rint(encoded * 255).astype(np.uint8)
 
 
+FastBackend = Literal["tiny", "egl"]
+
+
+class EGLUnavailable(RuntimeError):
+    """``fast_backend=egl`` on a machine where PyBullet's EGL plugin does not load."""
+
+
 def gpu_available() -> bool:
-    return Path("/dev/nvidiactl").exists() or settings().force_egl
+    return Path("/dev/nvidiactl").exists()
 
 
-def choose_engine(client: int, use_egl: bool | None = None) -> int:
-    """``ER_BULLET_HARDWARE_OPENGL`` through EGL when a GPU is there (or asked for), else tiny."""
-    if gpu_available() if use_egl is None else use_egl:
-        egl = pkgutil.get_loader("eglRenderer")
-        plugin = pb.loadPlugin(egl.get_filename(), "_eglRendererPlugin", physicsClientId=client)
-        if plugin >= 0:
-            return pb.ER_BULLET_HARDWARE_OPENGL
-        warnings.warn("EGL renderer plugin failed to load; using the tiny renderer", stacklevel=2)
-    return pb.ER_TINY_RENDERER
+def choose_engine(client: int, backend: FastBackend = "tiny") -> int:
+    """The PyBullet engine ``backend`` names. EGL that does not load is an error, not a quiet
+    fallback to tiny: the job's id and description say which backend drew it, and a job
+    that says ``egl`` must not be drawn by another."""
+    if backend == "tiny":
+        return pb.ER_TINY_RENDERER
+    egl = pkgutil.get_loader("eglRenderer")
+    if (
+        egl is None
+        or pb.loadPlugin(egl.get_filename(), "_eglRendererPlugin", physicsClientId=client) < 0
+    ):
+        hint = "" if gpu_available() else " (no GPU here: /dev/nvidiactl is absent)"
+        raise EGLUnavailable(
+            f"fast_backend=egl: PyBullet's EGL renderer plugin did not load{hint}; "
+            "use fast_backend=tiny"
+        )
+    return pb.ER_BULLET_HARDWARE_OPENGL
 
 
 def projection_matrix(cam, engine: int) -> list[float]:
@@ -131,16 +147,19 @@ class TinyRenderer:
         catalog: Catalog,
         trajectory: Trajectory,
         *,
-        use_egl: bool | None = None,
+        backend: FastBackend = "tiny",
     ):
         self.scene = scene
         self.trajectory = trajectory
         self.client = bullet.connect()
-        self._engine = choose_engine(self.client, use_egl)
-        # what drew the pixels, recorded in the job's description (it depends on the machine)
-        self.backend = (
-            "pybullet-egl" if self._engine == pb.ER_BULLET_HARDWARE_OPENGL else "pybullet-tiny"
-        )
+        try:
+            self._engine = choose_engine(self.client, backend)
+        except EGLUnavailable:
+            pb.disconnect(self.client)
+            raise
+        # what drew the pixels, in the job's description
+        egl = self._engine == pb.ER_BULLET_HARDWARE_OPENGL
+        self.backend = "pybullet-egl" if egl else "pybullet-tiny"
         textures: dict[str, int] = {}
         self.bodies = []
         for obj in scene.objects:

@@ -6,16 +6,21 @@ Nothing is downloaded: ``pybullet_data`` ships with PyBullet, and primitives are
 into the cache folder (``VARIO_CACHE_DIR``, default ``~/.cache/vario``). User assets are OBJ
 meshes in ``$VARIO_CATALOG_DIR/<category>/<name>.obj`` (metres), each with an optional
 ``<name>.json`` giving ``size`` (longest side, m), ``color`` (RGBA) and ``mass`` (kg).
+
+A catalog has a content hash (``Catalog.content_hash``) that job ids include, and fixed COCO
+category ids (``Catalog.category_ids``): docs/conventions.md, "Identity and determinism".
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +213,30 @@ _PRIMITIVE_COLORS = {
 # The categories a tabletop scene treats as objects of interest (furniture and distractors aside).
 OBJECT_CATEGORIES = tuple([c for c in _NAMED if c not in ("table", "tray")] + list(_PRIMITIVES))
 
+# The built-in categories in the order that gives their COCO category ids (1, 2, ...), so that
+# no user category ever moves them. Frozen: a new built-in category is appended, never
+# inserted, and none is removed (the first 17 are in the order of the ids they had when
+# every category was numbered by name).
+BUILTIN_CATEGORIES = (
+    "bunny",
+    "capsule",
+    "cone",
+    "cube",
+    "cylinder",
+    DISTRACTOR,
+    "domino",
+    "duck",
+    "jenga_block",
+    "lego_brick",
+    "mug",
+    "soccer_ball",
+    "sphere",
+    "table",
+    "teddy",
+    "torus",
+    "tray",
+)
+
 
 def _primitive_mesh(name: str) -> Path:
     """Write the primitive's OBJ once (atomically, so concurrent workers never read half a file)."""
@@ -256,11 +285,63 @@ def _named_scale(render: Path, urdf: Path | None, size: float | None) -> tuple[f
     return tuple(float(v) for v in shape)
 
 
+def _number(value: float) -> str:
+    """A number as the content hash reads it: 12 significant digits, so that the last bit of
+    a computed scale cannot make two equal catalogs differ."""
+    return f"{float(value):.12g}"
+
+
+def _file_identity(path: Path | None, digests: dict[Path, str]) -> str | None:
+    """A file as the content hash reads it: one of ``pybullet_data`` by its path in the
+    package (the package's version stands for its bytes), any other (primitives, user meshes)
+    by the SHA-256 of its bytes, read once per hash. Never the absolute path: the same files
+    in another folder or on another machine are the same catalog."""
+    if path is None:
+        return None
+    if path.is_relative_to(PYBULLET_DATA):
+        return f"pybullet_data/{path.relative_to(PYBULLET_DATA).as_posix()}"
+    if path not in digests:
+        digests[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests[path]
+
+
+def _entry_identity(entry: AssetEntry, digests: dict[Path, str]) -> list:
+    """Everything of an entry that can change a render or a label. A user mesh's ``.json``
+    counts through what it sets (scale, colour, mass)."""
+    files = (entry.render_mesh, entry.collision_mesh, entry.urdf, entry.texture)
+    return [
+        entry.asset_id,
+        entry.category,
+        *(_file_identity(f, digests) for f in files),
+        [_number(v) for v in entry.scale],
+        [_number(v) for v in entry.color],
+        _number(entry.mass),
+    ]
+
+
 class Catalog:
     """All assets by id; ``category(name)`` lists one category's ids in a stable order."""
 
     def __init__(self, entries: list[AssetEntry]):
         self._entries = {e.asset_id: e for e in entries}
+
+    @functools.cached_property
+    def content_hash(self) -> str:
+        """16 hex digits of SHA-256 over every entry in catalog order (the order a generator
+        picks assets in) and PyBullet's version. Job ids include it, so a job rendered with
+        other assets never shares an id with one rendered with these. Computed once per
+        catalog, which ``default_catalog`` builds once per process."""
+        digest = hashlib.sha256(f"pybullet {version('pybullet')}\n".encode())
+        digests: dict[Path, str] = {}
+        for entry in self:
+            digest.update(json.dumps(_entry_identity(entry, digests)).encode() + b"\n")
+        return digest.hexdigest()[:16]
+
+    def category_ids(self) -> dict[str, int]:
+        """COCO category ids: the built-in categories' from ``BUILTIN_CATEGORIES`` (1, 2, ...),
+        whatever the user adds; then the user's own categories, sorted by name."""
+        user = sorted(set(self.categories()) - set(BUILTIN_CATEGORIES))
+        return {name: i + 1 for i, name in enumerate((*BUILTIN_CATEGORIES, *user))}
 
     def __getitem__(self, asset_id: str) -> AssetEntry:
         return self._entries[asset_id]

@@ -14,20 +14,23 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from generators.contract import registry
 from generators.contract.generator import Generator
 from generators.job import make_job_id
 from generators.params import ParameterError, field_schemas, validate
-from vario.batch.samplers import sample
+from generators.scene.catalog import default_catalog
+from vario.batch.samplers import sample_chunks
 from vario.batch.spec import BatchSpec, Choices, SpecError, checked_batch
 
 MANIFEST = pa.schema(
@@ -42,18 +45,42 @@ MANIFEST = pa.schema(
 )
 SHARD_SEPARATOR = "~"  # partition keys are "<batch>~<shard number>"
 MAX_ERRORS = 20  # a refused batch reports its first errors, not one per job
+CHUNK_JOBS = 65_536  # jobs validated and turned into manifest rows at a time
 CHUNK_BYTES = 2**30  # text per manifest column chunk; Arrow's string offsets stop at 2 GiB
 _ENCODE = json.JSONEncoder(sort_keys=True).encode  # what json.dumps(..., sort_keys=True) calls
 
 
+MANIFEST_ROW_GROUP = 8192  # rows per row group: a shard's run reads a few of them, not all
+
+
 @dataclass(frozen=True)
 class Plan:
+    """A planned batch. Its manifest is held as the Parquet file it is saved as: a million
+    jobs' parameter texts take about 1 GB as Arrow columns and 40 MB compressed."""
+
     spec: BatchSpec
-    manifest: pa.Table  # one row per job, in job order
+    parquet: bytes  # the manifest: one row per job, in job order
+    job_count: int
+    shards: list[str]
 
     @property
-    def shards(self) -> list[str]:
-        return sorted(set(self.manifest.column("shard").to_pylist()))
+    def manifest(self) -> pa.Table:
+        return read_manifest(pa.BufferReader(self.parquet))
+
+    def head(self, rows: int) -> pa.Table:
+        """The first ``rows`` jobs, reading only the row groups that hold them."""
+        file = pq.ParquetFile(pa.BufferReader(self.parquet))
+        groups = range(min(file.num_row_groups, -(-rows // MANIFEST_ROW_GROUP)))
+        return file.read_row_groups(list(groups), use_threads=False).slice(0, rows)
+
+
+def read_manifest(source, *, columns: list[str] | None = None, shard: str | None = None):
+    """A manifest (a path or a buffer), or some of its columns, or one shard's rows: the
+    shard is found from the row groups' statistics, so a shard of a million-job batch reads
+    a few thousand rows. Single-threaded: a threaded read from memory can abort the
+    process at exit (apache/arrow #33975)."""
+    filters = [("shard", "=", shard)] if shard is not None else None
+    return pq.read_table(source, columns=columns, filters=filters, use_threads=False)
 
 
 def shard_key(batch: str, index: int) -> str:
@@ -165,25 +192,25 @@ def _check_ranges(spec: BatchSpec, gen: Generator, schemas: dict, fixed: dict) -
         raise SpecError(errors)
 
 
-def _params_json(model: type[BaseModel], fixed: dict, jobs: list[dict]) -> list[str]:
-    """Each job validated by the generator's model, as its sorted JSON text; raises
-    ``SpecError`` with the first ``MAX_ERRORS`` errors, each naming its job index."""
+def _params_json(
+    model: type[BaseModel], fixed: dict, jobs: list[dict], start: int, max_errors: int
+) -> tuple[list[str], list[str]]:
+    """Each job validated by the generator's model, as its sorted JSON text, and the first
+    ``max_errors`` errors, each naming its job index (jobs are numbered from ``start``)."""
     varying = sorted({name for values in jobs for name in values} & model.model_fields.keys())
     errors, text = [], None
-    for index, values in enumerate(jobs):
+    for index, values in enumerate(jobs, start):
         try:
             params = validate(model, {**fixed, **values})
         except ParameterError as exc:
             errors += [f"job {index}: {m}" for m in exc.messages]
-            if len(errors) >= MAX_ERRORS:
+            if len(errors) >= max_errors:
                 break
             continue
         if text is None:
             text = _ParamsText(params, varying)
         text.add(params)
-    if errors:
-        raise SpecError(errors)
-    return text.texts() if text else []
+    return (text.texts() if text and not errors else []), errors[:max_errors]
 
 
 def _int64s(values: np.ndarray) -> pa.Array:
@@ -215,34 +242,63 @@ def _strings(texts: list[str], chunk_bytes: int = CHUNK_BYTES) -> pa.ChunkedArra
     return pa.chunked_array(chunks, pa.string())
 
 
-def _manifest(spec: BatchSpec, gen: Generator, seeds: np.ndarray, texts: list[str]) -> pa.Table:
-    """The manifest's columns as whole arrays: one Python step per job (its id) and none
-    for the columns that follow from the job index."""
-    index = np.arange(len(texts), dtype=np.int64)
-    shard_count = -(-len(texts) // spec.shard_size)
-    shard_names = _strings([shard_key(spec.name, s) for s in range(shard_count)])
-    ids = list(map(make_job_id, repeat(gen.name), repeat(gen.version), texts, seeds.tolist()))
+def _manifest_part(
+    spec: BatchSpec, gen: Generator, start: int, seeds: np.ndarray, texts: list[str]
+) -> pa.Table:
+    """The manifest rows of jobs ``start ...`` as whole arrays: one Python step per job (its
+    id) and none for the columns that follow from the job index."""
+    index = np.arange(start, start + len(texts), dtype=np.int64)
+    first, last = start // spec.shard_size, (start + len(texts) - 1) // spec.shard_size
+    shard_names = _strings([shard_key(spec.name, s) for s in range(first, last + 1)])
+    catalog = repeat(default_catalog().content_hash)  # this process's, hashed once per process
+    ids = list(
+        map(make_job_id, repeat(gen.name), repeat(gen.version), texts, seeds.tolist(), catalog)
+    )
     columns = [
         _strings([spec.name]).take(_int64s(np.zeros_like(index))),
         _int64s(index),
         _strings(ids),
-        shard_names.take(_int64s(index // spec.shard_size)),
+        shard_names.take(_int64s(index // spec.shard_size - first)),
         _int64s(seeds),
         _strings(texts),
     ]
     return pa.Table.from_arrays(columns, schema=MANIFEST)
 
 
+def _jobs(spec: BatchSpec, schemas: dict) -> tuple[int, Iterator[list[dict]]]:
+    """The number of jobs and their parameter dicts, a chunk at a time."""
+    if spec.sampler:
+        return sample_chunks(spec.sampler, schemas, spec.seed, CHUNK_JOBS)
+    jobs = spec.jobs
+    return len(jobs), (jobs[i : i + CHUNK_JOBS] for i in range(0, len(jobs), CHUNK_JOBS))
+
+
 def plan(spec: BatchSpec) -> Plan:
-    """Every job of the batch, validated; raises ``SpecError`` naming what is wrong."""
+    """Every job of the batch, validated; raises ``SpecError`` naming what is wrong.
+
+    Jobs are validated and turned into manifest rows a chunk at a time, written into the
+    manifest's Parquet file as they come: nothing is held per job but the sampled points, so
+    a 1,000,000-job batch plans in well under 1 GB."""
     gen = _generator(spec)
     schemas = field_schemas(gen.Params)
     fixed = {**spec.fixed, "renderer": spec.renderer} if "renderer" in schemas else spec.fixed
     if spec.sampler:
         _check_ranges(spec, gen, schemas, fixed)
-        jobs = sample(spec.sampler, schemas, spec.seed)
-    else:
-        jobs = spec.jobs
-    seeds = np.random.default_rng(spec.seed).integers(0, 2**31 - 1, size=len(jobs))
-    texts = _params_json(gen.Params, fixed, jobs)
-    return Plan(spec, _manifest(spec, gen, seeds, texts))
+    count, chunks = _jobs(spec, schemas)
+    seeds = np.random.default_rng(spec.seed).integers(0, 2**31 - 1, size=count)
+    errors, start, shards = [], 0, {}
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, MANIFEST, compression="zstd") as writer:
+        for jobs in chunks:
+            texts, found = _params_json(gen.Params, fixed, jobs, start, MAX_ERRORS - len(errors))
+            errors += found
+            if len(errors) >= MAX_ERRORS:
+                break
+            if not errors:
+                part = _manifest_part(spec, gen, start, seeds[start : start + len(jobs)], texts)
+                writer.write_table(part, row_group_size=MANIFEST_ROW_GROUP)
+                shards.update(dict.fromkeys(pc.unique(part.column("shard")).to_pylist()))
+            start += len(jobs)
+    if errors:
+        raise SpecError(errors)
+    return Plan(spec, sink.getvalue().to_pybytes(), start, list(shards))

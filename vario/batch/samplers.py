@@ -5,7 +5,9 @@ onto integers, floats and choices."""
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -50,30 +52,24 @@ def _stratify(u: np.ndarray, sampler: Sampler, names: list[str]) -> np.ndarray:
     return u
 
 
-def _numeric_value(u: np.ndarray, low: float, high: float, integer: bool) -> list:
-    if integer:
-        values = np.minimum(np.floor(low + u * (high - low + 1)), high).astype(int)
-        return values.tolist()
-    return (low + u * (high - low)).tolist()
+def _grid_axes(sampler: Sampler, schemas: dict[str, dict]) -> list[list]:
+    """Each range's grid values: every choice, or ``levels`` points (integers once each)."""
+    axes = []
+    for name, rng_ in sampler.ranges.items():
+        if isinstance(rng_, Choices):
+            axes.append(rng_.choices)
+            continue
+        points = np.linspace(rng_[0], rng_[1], sampler.levels)
+        if schemas[name].get("type") == "integer":
+            axes.append(sorted(set(np.rint(points).astype(int).tolist())))
+        else:
+            axes.append(points.tolist())
+    return axes
 
 
-def sample(sampler: Sampler, schemas: dict[str, dict], seed: int) -> list[dict[str, Any]]:
+def _point_columns(sampler: Sampler, schemas: dict[str, dict], seed: int) -> dict[str, np.ndarray]:
+    """Each range's sampled values as one array: numbers, or indices into the choices."""
     names = list(sampler.ranges)
-    if sampler.kind == "grid":
-        axes = []
-        for name in names:
-            rng_ = sampler.ranges[name]
-            if isinstance(rng_, Choices):
-                axes.append(rng_.choices)
-            else:
-                points = np.linspace(rng_[0], rng_[1], sampler.levels)
-                integer = schemas[name].get("type") == "integer"
-                axes.append(
-                    sorted(set(np.rint(points).astype(int).tolist()))
-                    if integer
-                    else points.tolist()
-                )
-        return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
     u = _unit_points(sampler, len(names), seed)
     if sampler.kind == "stratified":
         u = _stratify(u, sampler, names)
@@ -81,9 +77,48 @@ def sample(sampler: Sampler, schemas: dict[str, dict], seed: int) -> list[dict[s
     for d, name in enumerate(names):
         rng_ = sampler.ranges[name]
         if isinstance(rng_, Choices):
-            index = np.minimum((u[:, d] * len(rng_.choices)).astype(int), len(rng_.choices) - 1)
-            columns[name] = [rng_.choices[i] for i in index]
+            k = len(rng_.choices)
+            columns[name] = np.minimum((u[:, d] * k).astype(np.int64), k - 1)
         else:
-            integer = schemas[name].get("type") == "integer"
-            columns[name] = _numeric_value(u[:, d], rng_[0], rng_[1], integer)
-    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+            columns[name] = _numeric_value(u[:, d], rng_[0], rng_[1], schemas[name])
+    return columns
+
+
+def _numeric_value(u: np.ndarray, low: float, high: float, schema: dict) -> np.ndarray:
+    if schema.get("type") == "integer":
+        return np.minimum(np.floor(low + u * (high - low + 1)), high).astype(np.int64)
+    return low + u * (high - low)
+
+
+def sample_chunks(
+    sampler: Sampler, schemas: dict[str, dict], seed: int, size: int = 65_536
+) -> tuple[int, Iterator[list[dict[str, Any]]]]:
+    """The number of jobs, and the jobs as lists of at most ``size`` parameter dicts: only
+    the sampled points (a few numbers per job) are held whole, so a million-job batch is
+    planned a chunk at a time instead of as a million dicts at once."""
+    names = list(sampler.ranges)
+    if sampler.kind == "grid":
+        axes = _grid_axes(sampler, schemas)
+        combos = itertools.product(*axes)
+        count = math.prod(map(len, axes))
+        chunks = (
+            [dict(zip(names, combo, strict=True)) for combo in chunk]
+            for chunk in iter(lambda: list(itertools.islice(combos, size)), [])
+        )
+        return count, chunks
+    columns = _point_columns(sampler, schemas, seed)
+
+    def chunk(start: int) -> list[dict[str, Any]]:
+        values = []
+        for name, column in columns.items():
+            part = column[start : start + size].tolist()
+            rng_ = sampler.ranges[name]
+            values.append([rng_.choices[i] for i in part] if isinstance(rng_, Choices) else part)
+        return [dict(zip(names, job, strict=True)) for job in zip(*values, strict=True)]
+
+    return sampler.count, map(chunk, range(0, sampler.count, size))
+
+
+def sample(sampler: Sampler, schemas: dict[str, dict], seed: int) -> list[dict[str, Any]]:
+    """Every job's sampled parameters, in job order."""
+    return [job for chunk in sample_chunks(sampler, schemas, seed)[1] for job in chunk]

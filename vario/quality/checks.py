@@ -24,7 +24,6 @@ from __future__ import annotations
 import gc
 import itertools
 import json
-import multiprocessing
 import os
 import zipfile
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict, Field
@@ -209,9 +209,10 @@ def _load(store: DataStore, batch: str, tests: DatasetTests) -> _Batch | None:
     wanted = set(d.domain.semantic) | set(d.domain.nuisance) | _named_params(tests)
     present = set(con.sql("SELECT * FROM jobs LIMIT 0").columns)
     columns = [f"param_{p}" for p in sorted(wanted | {"categories"})]
-    jobs = con.sql(
+    jobs = con.execute(
         f"SELECT {', '.join(['job_id', *(c for c in columns if c in present)])} FROM jobs "
-        f"WHERE batch = '{batch}' AND status = 'ok'"
+        "WHERE batch = $batch AND status = 'ok'",
+        {"batch": batch},
     ).df()
     return _Batch(d.schemas, d.domain, d.varied, batch, store, con, jobs)
 
@@ -318,15 +319,16 @@ def _job_weighted_counts(
     factor_columns = ", ".join(f'{b.bin_sql(x, bins)} AS "{x}"' for x in nuisance)
     rows = b.con.execute(
         f"WITH o AS (SELECT o.job_id, {target_columns} FROM objects o "
-        f"JOIN frames f USING (batch, job_id, frame) WHERE o.batch = '{b.name}'), "
+        "JOIN frames f USING (batch, job_id, frame) WHERE o.batch = $batch), "
         "per AS (SELECT job_id, target, b, count(*) AS c FROM o UNPIVOT INCLUDE NULLS "
         f"(b FOR target IN ({_quoted(targets)})) GROUP BY ALL), "
         "share AS (SELECT job_id, target, b, "
         "c / sum(c) OVER (PARTITION BY job_id, target) AS w FROM per), "
-        f"bins AS (SELECT job_id, {factor_columns} FROM jobs j WHERE j.batch = '{b.name}') "
+        f"bins AS (SELECT job_id, {factor_columns} FROM jobs j WHERE j.batch = $batch) "
         "SELECT factor, target, a, b, sum(w) FROM share JOIN "
         f"(FROM bins UNPIVOT INCLUDE NULLS (a FOR factor IN ({_quoted(nuisance)}))) "
-        "USING (job_id) GROUP BY ALL"
+        "USING (job_id) GROUP BY ALL",
+        {"batch": b.name},
     ).fetchall()
     tables: dict[tuple[str, str], list[tuple]] = {}
     for factor, target, a, level, weight in rows:
@@ -402,8 +404,9 @@ def check_balance(b: _Batch, t: BalanceTests) -> CheckResult:
             )
             seen = dict(
                 b.con.execute(
-                    f"SELECT category, count(*) FROM objects WHERE batch = '{b.name}' "
-                    "AND category <> 'distractor' GROUP BY category"
+                    "SELECT category, count(*) FROM objects WHERE batch = $batch "
+                    "AND category <> 'distractor' GROUP BY category",
+                    {"batch": b.name},
                 ).fetchall()
             )
             counts = {c: int(seen.get(c, 0)) for c in (declared or sorted(seen))}
@@ -430,13 +433,14 @@ _BOX_AREA = "(box_x_max - box_x_min) * (box_y_max - box_y_min)"
 
 def check_edge_cases(b: _Batch, t: EdgeCaseTests) -> CheckResult:
     objects, occluded, truncated, small = b.con.execute(
-        f"SELECT count(*), count(*) FILTER (occlusion >= {t.occlusion_level}), "
-        f"count(*) FILTER (truncation > 0), count(*) FILTER ({_BOX_AREA} < {t.small_box_area}) "
-        f"FROM objects WHERE batch = '{b.name}'"
+        "SELECT count(*), count(*) FILTER (occlusion >= $occluded), "
+        f"count(*) FILTER (truncation > 0), count(*) FILTER ({_BOX_AREA} < $small) "
+        "FROM objects WHERE batch = $batch",
+        {"batch": b.name, "occluded": t.occlusion_level, "small": t.small_box_area},
     ).fetchall()[0]
     frames, crowded = b.con.execute(
-        f"SELECT count(*), count(*) FILTER (n_objects >= {t.crowded_objects}) FROM frames "
-        f"WHERE batch = '{b.name}'"
+        "SELECT count(*), count(*) FILTER (n_objects >= $crowded) FROM frames WHERE batch = $batch",
+        {"batch": b.name, "crowded": t.crowded_objects},
     ).fetchall()[0]
     if not objects or not frames:
         return CheckResult("edge_cases", False, t.severity, "no objects or frames to measure")
@@ -474,8 +478,9 @@ def _box_areas_by_category(b: _Batch, small_area: int) -> dict[str, dict]:
     and how many and which share are smaller than ``small_area``."""
     rows = b.con.execute(
         f"SELECT category, count(*), quantile_disc({_BOX_AREA}, [0.1, 0.5, 0.9]), "
-        f"count(*) FILTER ({_BOX_AREA} < {small_area}) "
-        f"FROM objects WHERE batch = '{b.name}' GROUP BY category ORDER BY category"
+        f"count(*) FILTER ({_BOX_AREA} < $small) "
+        "FROM objects WHERE batch = $batch GROUP BY category ORDER BY category",
+        {"batch": b.name, "small": small_area},
     ).fetchall()
     return {
         category: {
@@ -497,14 +502,14 @@ def check_novelty(b: _Batch, t: NoveltyTests) -> CheckResult:
     if "image_hash" not in b.con.sql("SELECT * FROM frames LIMIT 0").columns:
         return CheckResult("novelty", False, t.severity, "frames carry no image_hash column")
     b.con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _novelty AS "
-        f"WITH f AS (SELECT job_id, frame, image_hash FROM frames WHERE batch = '{b.name}'), "
+        "CREATE OR REPLACE TEMP TABLE _novelty AS "
+        "WITH f AS (SELECT job_id, frame, image_hash FROM frames WHERE batch = $batch), "
         "near AS (SELECT DISTINCT a.job_id, a.frame FROM f a JOIN f o ON a.job_id = o.job_id "
-        f"AND o.frame < a.frame AND bit_count(xor(a.image_hash, o.image_hash)) <= "
-        f"{t.max_hash_distance}) "
+        "AND o.frame < a.frame AND bit_count(xor(a.image_hash, o.image_hash)) <= $distance) "
         "SELECT f.*, near.frame IS NOT NULL AS repeats_job, "
         "row_number() OVER (PARTITION BY image_hash ORDER BY job_id, frame) > 1 "
-        "AS repeats_batch FROM f LEFT JOIN near USING (job_id, frame)"
+        "AS repeats_batch FROM f LEFT JOIN near USING (job_id, frame)",
+        {"batch": b.name, "distance": t.max_hash_distance},
     )
     frames, in_jobs, across, distinct = b.con.execute(
         "SELECT count(*), count(*) FILTER (repeats_job), "
@@ -537,14 +542,74 @@ def check_novelty(b: _Batch, t: NoveltyTests) -> CheckResult:
     return CheckResult("novelty", passed, t.severity, message, metadata)
 
 
+_SHOWN = 50  # problems a result lists; wrong boxes and pixel counts are sought until this many
+_CHUNK_ROWS = 32_768  # objects rows checked at a time: tens of MB, whatever the batch's size
+
+
 def check_integrity(b: _Batch, t: IntegrityTests) -> CheckResult:
     out_dir = b.store.archive_dir(b.name)
-    ok = set(b.jobs["job_id"])
-    manifest = pq.read_table(b.store.manifest_path(b.name), columns=["job_id"])
-    missing = _without_archive(manifest.column("job_id").to_pylist(), ok, out_dir)
-    problems = [f"job {job_id}: no complete archive" for job_id in missing]
-    sizes = b.con.sql(
-        f"SELECT DISTINCT height, width FROM frames WHERE batch = '{b.name}'"
+    ok = pa.array(b.jobs["job_id"], pa.string())
+    manifest = pq.read_table(b.store.manifest_path(b.name), columns=["job_id"]).column("job_id")
+    missing = _without_archive(manifest, ok, out_dir)
+    labels, n_objects = _label_problems(b)
+    sample = _archive_sample(ok, missing, t.sample_jobs)
+    archives = [
+        p
+        for job_id in sample
+        for p in _archive_problems(b, job_id, sh.archive_path(out_dir, job_id))
+    ]
+    # jobs without archives are counted, and only the first few written out (there may be a
+    # million: the archives not fetched)
+    problems = [f"job {job_id}: no complete archive" for job_id in missing[:_SHOWN].to_pylist()]
+    problems += labels + archives
+    count = len(missing) + len(labels) + len(archives)
+    metadata = {
+        "problems": problems[:_SHOWN],
+        "jobs": len(manifest),
+        "archives sampled": len(sample),
+    }
+    message = (
+        f"{count} problems; first: {problems[0]}"
+        if problems
+        else f"{len(manifest)} jobs, {n_objects} objects consistent"
+    )
+    return CheckResult("integrity", not problems, t.severity, message, metadata)
+
+
+def _without_archive(job_ids: pa.ChunkedArray, ok: pa.Array, out_dir: Path) -> pa.ChunkedArray:
+    """Jobs of the manifest not rendered or without their archive, in manifest order, from
+    one directory listing (archives are named ``<job id><suffix>``, see
+    ``shard.archive_path``). Ids stay Arrow strings (tens of MB for a million jobs), not
+    Python sets of them."""
+    suffix = sh.archive_path(out_dir, "").name
+    names = pa.array([], pa.string())
+    if out_dir.exists():
+        with os.scandir(out_dir) as entries:
+            names = pa.array((e.name for e in entries), pa.string())
+    names = names.filter(pc.ends_with(names, suffix))
+    archived = pc.utf8_slice_codeunits(names, 0, -len(suffix))
+    done = pc.and_(pc.is_in(job_ids, value_set=ok), pc.is_in(job_ids, value_set=archived))
+    return job_ids.filter(pc.invert(done))
+
+
+def _archive_sample(ok: pa.Array, missing: pa.ChunkedArray, size: int) -> list[str]:
+    """Up to ``size`` rendered jobs with their archive (a missing one is reported already),
+    in id order, drawn with a fixed seed: the same batch opens the same archives."""
+    ids = pc.unique(ok.filter(pc.invert(pc.is_in(ok, value_set=missing.combine_chunks()))))
+    ids = ids.take(pc.array_sort_indices(ids))
+    if len(ids) > size:
+        ids = ids.take(np.sort(np.random.default_rng(0).choice(len(ids), size, replace=False)))
+    return ids.to_pylist()
+
+
+def _label_problems(b: _Batch) -> tuple[list[str], int]:
+    """Objects whose box or pixel count is not their mask's (the first ``_SHOWN``), and the
+    objects rows read. Rows are read a chunk at a time, each chunk dropped once checked:
+    memory holds one chunk's masks and what decoding them makes, not the batch's. (Decoding
+    half of each chunk in a second process, as pycocotools holds the GIL, no longer paid:
+    a chunk decoded in place reuses the memory the last one freed.)"""
+    sizes = b.con.execute(
+        "SELECT DISTINCT height, width FROM frames WHERE batch = $batch", {"batch": b.name}
     ).fetchall()
     # each mask with its frame's size: the join with frames is needed only when the batch's
     # frames differ in size
@@ -553,85 +618,64 @@ def check_integrity(b: _Batch, t: IntegrityTests) -> CheckResult:
         if len(sizes) == 1
         else (", f.height, f.width", "JOIN frames f USING (batch, job_id, frame)")
     )
-    columns = b.con.sql(
+    query = b.con.sql(
         "SELECT o.job_id, o.frame, o.instance_id, o.box_x_min, o.box_y_min, o.box_x_max, "
         f"o.box_y_max, o.visible_pixels, o.mask_rle{size_columns} "
-        f"FROM objects o {join} WHERE o.batch = '{b.name}'"
-    ).to_arrow_table()
-    n_objects = columns.num_rows
-    if n_objects:
-        problems += _label_problems(columns, sizes[0] if len(sizes) == 1 else None)
-    rng = np.random.default_rng(0)
-    sample = sorted(ok - set(missing))  # a missing archive is reported above already
-    if len(sample) > t.sample_jobs:
-        sample = sorted(rng.choice(sample, t.sample_jobs, replace=False))
-    for job_id in sample:
-        problems += _archive_problems(b, job_id, sh.archive_path(out_dir, job_id))
-    metadata = {
-        "problems": problems[:50],
-        "jobs": manifest.num_rows,
-        "archives sampled": len(sample),
-    }
-    message = (
-        f"{len(problems)} problems; first: {problems[0]}"
-        if problems
-        else f"{manifest.num_rows} jobs, {n_objects} objects consistent"
+        f"FROM objects o {join} WHERE o.batch = $batch",
+        params={"batch": b.name},
     )
-    return CheckResult("integrity", not problems, t.severity, message, metadata)
+    # the query stays open while its rows are decoded: no progress bar printed meanwhile
+    b.con.execute("SET enable_progress_bar = false")
+    size = sizes[0] if len(sizes) == 1 else None
+    problems: list[str] = []
+    read = 0
+    with query.to_arrow_reader(_CHUNK_ROWS) as chunks:
+        for chunk in chunks:
+            problems += _chunk_problems(chunk, size, _SHOWN - len(problems))
+            read += chunk.num_rows
+            if len(problems) == _SHOWN:
+                break
+    return problems, read
 
 
-def _without_archive(job_ids: list[str], ok: set[str], out_dir: Path) -> list[str]:
-    """Jobs of the manifest not rendered or without their archive, from one directory
-    listing (archives are named ``<job id><suffix>``, see ``shard.archive_path``)."""
-    suffix = sh.archive_path(out_dir, "").name
-    names = os.listdir(out_dir) if out_dir.exists() else []
-    archived = {n.removesuffix(suffix) for n in names if n.endswith(suffix)}
-    return [j for j in job_ids if j not in ok or j not in archived]
-
-
-# The masks a forked decoder reads: Arrow buffers, which a child reads without copying.
-_MASKS: tuple = ()
-_SPLIT_FROM = 200_000  # masks; below this a second process costs more than it saves
-
-
-def _boxes_and_areas(masks: pa.Array, size, sizes) -> tuple[np.ndarray, np.ndarray]:
-    """pycocotools' box (x, y, width, height) and area of every mask. pycocotools holds the
-    GIL while it decodes, so a large batch is split with one forked child process: it finds
-    the masks in its copy of this process's memory (Arrow buffers, not Python objects, so
-    nothing is copied) and sends back two arrays. Should the child fail or hang, its half is
-    decoded here instead."""
-    global _MASKS
-    n = len(masks)
-    if n < _SPLIT_FROM or (os.cpu_count() or 1) < 2:
-        return _decode(masks, size, sizes, 0, n)
-    half = n // 2
-    _MASKS = (masks, size, sizes)
-    try:
-        with multiprocessing.get_context("fork").Pool(1) as pool:
-            theirs = pool.apply_async(_decode_forked, (half, n))
-            mine = _decode(masks, size, sizes, 0, half)
-            try:
-                other = theirs.get(timeout=600)
-            except Exception:  # a crashed or stuck child: do its half here
-                other = _decode(masks, size, sizes, half, n)
-    finally:
-        _MASKS = ()
-    return np.concatenate([mine[0], other[0]]), np.concatenate([mine[1], other[1]])
-
-
-def _decode_forked(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-    return _decode(*_MASKS, start, stop)
-
-
-def _decode(masks: pa.Array, size, sizes, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Masks ``start:stop``. ``size`` is the one ``(height, width)``, or with ``sizes`` (each
-    mask's index into it) a list of them. The dicts pycocotools takes are built with the
-    garbage collector paused (nothing they hold can form a cycle) and share their size lists."""
-    counts = masks.slice(start, stop - start).to_pylist()
-    if sizes is None:
-        per_mask = itertools.repeat(list(size))
+def _chunk_problems(chunk: pa.RecordBatch, size, limit: int) -> list[str]:
+    """Objects of one chunk whose box or pixel count is not their mask's (the first
+    ``limit``); its rows carry their frame's ``height`` and ``width`` unless all share
+    ``size``."""
+    columns = pa.Table.from_batches([chunk])
+    masks = columns.column("mask_rle").combine_chunks().cast(pa.binary())  # zero-copy
+    if size is not None:
+        sizes = None
     else:
-        per_mask = (size[i] for i in sizes[start:stop].tolist())
+        heights, widths = (
+            columns.column(c).to_numpy().astype(np.int64) for c in ("height", "width")
+        )
+        keys, sizes = np.unique(heights << 32 | widths, return_inverse=True)
+        size = [[int(k >> 32), int(k & 0xFFFFFFFF)] for k in keys]
+    boxes, areas = _decode(masks, size, sizes)
+    stated = np.column_stack(
+        [columns.column(c).to_numpy() for c in ("box_x_min", "box_y_min", "box_x_max", "box_y_max")]
+    ).astype(float)
+    actual = np.column_stack([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]])
+    pixels = columns.column("visible_pixels").to_numpy()
+    problems = []
+    for i in np.flatnonzero(np.any(stated != actual, axis=1) | (pixels != areas))[:limit]:
+        row = {c: columns.column(c)[int(i)].as_py() for c in ("job_id", "frame", "instance_id")}
+        problems.append(
+            f"job {row['job_id']} frame {row['frame']} instance {row['instance_id']}: box "
+            f"{tuple(stated[i].astype(int).tolist())} / {pixels[i]} px, but its mask gives "
+            f"{tuple(actual[i].astype(int).tolist())} / {int(areas[i])} px"
+        )
+    return problems
+
+
+def _decode(masks: pa.Array, size, sizes) -> tuple[np.ndarray, np.ndarray]:
+    """pycocotools' box (x, y, width, height) and area of every mask. ``size`` is the one
+    ``(height, width)``, or with ``sizes`` (each mask's index into it) a list of them. The
+    dicts pycocotools takes are built with the garbage collector paused (nothing they hold
+    can form a cycle) and share their size lists."""
+    counts = masks.to_pylist()
+    per_mask = itertools.repeat(list(size)) if sizes is None else (size[i] for i in sizes.tolist())
     with _gc_paused():
         rles = [{"size": s, "counts": c} for s, c in zip(per_mask, counts, strict=False)]
         # pycocotools' area() sizes a uint8 array by the count: more than 255 masks per call
@@ -644,35 +688,6 @@ def _decode(masks: pa.Array, size, sizes, start: int, stop: int) -> tuple[np.nda
         areas = np.concatenate([mask_utils.area(chunk) for chunk in chunks])
         del rles, chunks, counts
     return boxes, areas
-
-
-def _label_problems(columns, size: tuple[int, int] | None) -> list[str]:
-    """Objects whose box or pixel count is not their mask's, from an Arrow table of objects
-    rows (with their frame's ``height`` and ``width`` unless all share ``size``)."""
-    masks = columns.column("mask_rle").combine_chunks().cast(pa.binary())  # zero-copy
-    if size is not None:
-        sizes = None
-    else:
-        heights, widths = (
-            columns.column(c).to_numpy().astype(np.int64) for c in ("height", "width")
-        )
-        keys, sizes = np.unique(heights << 32 | widths, return_inverse=True)
-        size = [[int(k >> 32), int(k & 0xFFFFFFFF)] for k in keys]
-    boxes, areas = _boxes_and_areas(masks, size, sizes)
-    stated = np.column_stack(
-        [columns.column(c).to_numpy() for c in ("box_x_min", "box_y_min", "box_x_max", "box_y_max")]
-    ).astype(float)
-    actual = np.column_stack([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]])
-    pixels = columns.column("visible_pixels").to_numpy()
-    problems = []
-    for i in np.flatnonzero(np.any(stated != actual, axis=1) | (pixels != areas))[:50]:
-        row = {c: columns.column(c)[int(i)].as_py() for c in ("job_id", "frame", "instance_id")}
-        problems.append(
-            f"job {row['job_id']} frame {row['frame']} instance {row['instance_id']}: box "
-            f"{tuple(stated[i].astype(int).tolist())} / {pixels[i]} px, but its mask gives "
-            f"{tuple(actual[i].astype(int).tolist())} / {int(areas[i])} px"
-        )
-    return problems
 
 
 @contextmanager

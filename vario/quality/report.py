@@ -96,8 +96,9 @@ def _light(ax, title: str, *, numeric_x: bool) -> None:
 
 def _jobs_counts(con, batch: str, key_sql: str) -> list[tuple]:
     return con.execute(
-        f"SELECT {key_sql} AS k, count(*) FROM jobs WHERE batch = '{batch}' AND status = 'ok' "
-        "GROUP BY k HAVING k IS NOT NULL ORDER BY k"
+        f"SELECT {key_sql} AS k, count(*) FROM jobs WHERE batch = $batch AND status = 'ok' "
+        "GROUP BY k HAVING k IS NOT NULL ORDER BY k",
+        {"batch": batch},
     ).fetchall()
 
 
@@ -135,8 +136,9 @@ def _grid(con, batch: str, row_sql: str, col_sql: str) -> np.ndarray:
     grid = np.zeros((_PAIR_BINS, _PAIR_BINS))
     for r, c, n in con.execute(
         f"SELECT {row_sql} AS r, {col_sql} AS c, count(*) FROM jobs "
-        f"WHERE batch = '{batch}' AND status = 'ok' GROUP BY r, c "
-        "HAVING r IS NOT NULL AND c IS NOT NULL"
+        "WHERE batch = $batch AND status = 'ok' GROUP BY r, c "
+        "HAVING r IS NOT NULL AND c IS NOT NULL",
+        {"batch": batch},
     ).fetchall():
         grid[_clipped(_PAIR_BINS, r, c)] += n
     return grid
@@ -176,8 +178,9 @@ def _occlusion(con, batch: str) -> bytes | None:
     for o, t, n in con.execute(
         f"SELECT {_histogram_sql('occlusion', 0, 1, _HIST_BINS)} AS o, "
         f"{_histogram_sql('truncation', 0, 1, _HIST_BINS)} AS t, count(*) FROM objects "
-        f"WHERE batch = '{batch}' AND occlusion IS NOT NULL AND truncation IS NOT NULL "
-        "GROUP BY o, t"
+        "WHERE batch = $batch AND occlusion IS NOT NULL AND truncation IS NOT NULL "
+        "GROUP BY o, t",
+        {"batch": batch},
     ).fetchall():
         joint[_clipped(_HIST_BINS, o, t)] += n
     if not joint.any():
@@ -205,7 +208,7 @@ def _sample_frames(store: DataStore, batch: str, job_ids: list[str], samples: in
     tiles = []
     for i in np.random.default_rng(0).permutation(len(job_ids))[: 4 * samples]:
         path = sh.archive_path(out, job_ids[i])
-        if sh.is_complete(path):
+        if arc.is_complete(path):
             tiles.append(_tile(boxed_frame(path), job_ids[i][:8]))
             if len(tiles) == samples:
                 break
@@ -233,7 +236,8 @@ def figures(
     job_ids = [
         j
         for (j,) in con.execute(
-            f"SELECT job_id FROM jobs WHERE batch = '{batch}' AND status = 'ok' ORDER BY job_id"
+            "SELECT job_id FROM jobs WHERE batch = $batch AND status = 'ok' ORDER BY job_id",
+            {"batch": batch},
         ).fetchall()
     ]
     if d is None or not job_ids:
@@ -250,7 +254,8 @@ def figures(
     if bias and bias.metadata.get("pairs"):
         plots["Nuisance x target association"] = _association(bias.metadata["pairs"])
     categories = con.execute(
-        f"SELECT category, count(*) FROM objects WHERE batch = '{batch}' GROUP BY 1 ORDER BY 1"
+        "SELECT category, count(*) FROM objects WHERE batch = $batch GROUP BY 1 ORDER BY 1",
+        {"batch": batch},
     ).fetchall()
     if categories:
         plots["Category balance"] = _category_balance(categories)

@@ -60,10 +60,13 @@ def vario_env() -> dict[str, str]:
 def init_worker(env: dict[str, str]) -> None:
     """Tie a new worker's life to its forkserver's, which ends with the shard's process (a
     step killed with SIGKILL leaves no worker rendering on), and give it the parent's
-    settings: the forkserver may have started before they were set, and then the catalog
-    it built is read again with them, once per worker."""
+    settings: the forkserver may have started before they were set (or unset), and then
+    the catalog it built is read again with them, once per worker, so that workers render
+    with the catalog the shard's process (and its planner) resolves from the same settings."""
     die_with_parent(os.getppid())
-    if any(os.environ.get(k) != v for k, v in env.items()):
+    if vario_env() != env:
+        for name in vario_env().keys() - env.keys():
+            del os.environ[name]
         os.environ.update(env)
         catalog.refresh()
 

@@ -13,7 +13,6 @@ import functools
 import json
 import os
 import traceback
-import zipfile
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from generators.contract import registry
 from generators.labels import archive as arc
@@ -33,8 +31,6 @@ from vario.run.pool import worker_pool
 
 if TYPE_CHECKING:
     from generators.contract.generator import Generator
-
-_REQUIRED = ("job.json", *(f"labels/{t}.parquet" for t in arc.LABEL_TABLES))
 
 
 @dataclass(frozen=True)
@@ -57,16 +53,6 @@ def failure_path(out_dir: Path, job_id: str) -> Path:
     return Path(out_dir) / f"{job_id}.failed.json"
 
 
-def is_complete(path: Path) -> bool:
-    """A zip whose directory lists the manifest and every label table. Archives appear only
-    by atomic rename once closed, so a readable directory means a whole archive."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            return set(_REQUIRED) <= set(z.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
-
-
 @functools.cache
 def _generator(name: str) -> Generator:
     """One generator instance per worker: a registry lookup reads every installed package's
@@ -74,13 +60,18 @@ def _generator(name: str) -> Generator:
     return registry.get(name)
 
 
-def run_one(generator: str, params_json: str, seed: int, out_dir: str, batch_id: str) -> dict:
+def run_one(
+    generator: str, params_json: str, seed: int, out_dir: str, batch_id: str, job_id: str
+) -> dict:
     """One job inside a pool worker; failures come back as values, never as exceptions.
-    The worker's pid comes back too, so a caller can see which worker ran the job."""
+    The worker's pid comes back too, so a caller can see which worker ran the job.
+    ``job_id`` is the manifest's: a worker whose catalog gives the job another id fails it
+    ("catalog changed since the batch was planned") rather than write an archive the shard
+    never finds."""
     gen = _generator(generator)
     params = gen.Params.model_validate_json(params_json)
     try:
-        result = gen.run(params, seed, Path(out_dir), batch_id=batch_id)
+        result = gen.run(params, seed, Path(out_dir), batch_id=batch_id, planned_id=job_id)
     except Exception as exc:  # a bug or a broken asset: recorded, the shard goes on
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
         return {"status": "failed", "error": error, "worker_pid": os.getpid()}
@@ -101,8 +92,11 @@ def run_shard(
     *,
     workers: int | None = None,
     on_job: Callable[[JobOutcome, int, int], None] | None = None,
+    retry_failed: bool = False,
 ) -> list[JobOutcome]:
-    """Render the manifest's jobs not yet complete; outcomes in manifest order.
+    """Render the manifest's jobs not yet complete; outcomes in manifest order. A job that
+    failed before keeps its recorded failure (a retry of the shard would only fail it
+    again, and a Cycles job costs minutes) unless ``retry_failed``.
 
     A worker that dies (killed, or a crash in native code) breaks its pool. The jobs that
     were in flight then each run again alone in a fresh worker: the one that dies again is a
@@ -113,8 +107,11 @@ def run_shard(
     outcomes: dict[str, JobOutcome] = {}
     todo: deque[dict] = deque()
     for row in rows:
-        if is_complete(archive_path(out_dir, row["job_id"])):
-            outcomes[row["job_id"]] = JobOutcome(row["job_id"], "skipped")
+        job_id = row["job_id"]
+        if arc.is_complete(archive_path(out_dir, job_id)):
+            outcomes[job_id] = JobOutcome(job_id, "skipped")
+        elif not retry_failed and (error := recorded_error(out_dir, job_id)) is not None:
+            outcomes[job_id] = JobOutcome(job_id, "failed", error=error)
         else:
             todo.append(row)
     total, done = len(todo), 0
@@ -136,7 +133,13 @@ def run_shard(
 
 def _submit(pool: ProcessPoolExecutor, generator: str, out_dir: Path, row: dict) -> Future:
     return pool.submit(
-        run_one, generator, row["params_json"], row["seed"], str(out_dir), row["batch_id"]
+        run_one,
+        generator,
+        row["params_json"],
+        row["seed"],
+        str(out_dir),
+        row["batch_id"],
+        row["job_id"],
     )
 
 
@@ -176,7 +179,11 @@ def _run_pooled(
 
 def _run_alone(generator: str, out_dir: Path, row: dict, finish: Finish) -> None:
     """A job that was in flight when a worker died, run again in a worker of its own: if
-    that worker dies too, this job is what kills it, and it fails without harming others."""
+    that worker dies too, this job is what kills it, and it fails without harming others.
+    One whose archive was complete before its worker died is done, not run again."""
+    if arc.is_complete(archive_path(out_dir, row["job_id"])):
+        finish(row, JobOutcome(row["job_id"], "skipped"))
+        return
     with worker_pool(1) as pool:
         try:
             result = _submit(pool, generator, out_dir, row).result()
@@ -187,6 +194,14 @@ def _run_alone(generator: str, out_dir: Path, row: dict, finish: Finish) -> None
                 "or crashed), and again when the job ran alone",
             }
     finish(row, JobOutcome(row["job_id"], **result))
+
+
+def recorded_error(out_dir: Path, job_id: str) -> str | None:
+    """The error a failed job left in its record, or None when it has none."""
+    try:
+        return json.loads(failure_path(out_dir, job_id).read_text())["error"]
+    except FileNotFoundError:
+        return None
 
 
 def _record(out_dir: Path, outcome: JobOutcome) -> None:
@@ -216,13 +231,13 @@ def shard_tables(
     parts: dict[str, list[pa.Table]] = {name: [] for name in schemas}
     for row in manifest.to_pylist():
         path = archive_path(out_dir, row["job_id"])
-        if row["job_id"] in fresh or is_complete(path):
+        if row["job_id"] in fresh or arc.is_complete(path):
             job_tables = fresh.get(row["job_id"]) or arc.read_tables(path)
             for name, table in job_tables.items():
                 parts[name].append(table.cast(schemas[name]))
             continue
-        record = failure_path(out_dir, row["job_id"])
-        if record.exists():
+        error = recorded_error(out_dir, row["job_id"])
+        if error is not None:
             failed = tables.failed_jobs_table(
                 gen.Params.model_validate_json(row["params_json"]),
                 batch_id=row["batch_id"],
@@ -230,7 +245,7 @@ def shard_tables(
                 generator=gen.name,
                 generator_version=gen.version,
                 seed=row["seed"],
-                error=json.loads(record.read_text())["error"],
+                error=error,
             )
             parts["jobs"].append(failed.cast(schemas["jobs"]))
     return {
@@ -242,8 +257,3 @@ def shard_tables(
 def failed_share(outcomes: Iterable[JobOutcome]) -> float:
     outcomes = list(outcomes)
     return sum(o.status == "failed" for o in outcomes) / len(outcomes) if outcomes else 0.0
-
-
-def shard_manifest(manifest: pa.Table, shard: str) -> pa.Table:
-    """The rows of one shard, in job order."""
-    return manifest.filter(pc.equal(manifest.column("shard"), shard))

@@ -17,11 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
 from generators.labels import archive as arc
-from vario.batch.plan import Plan
+from vario.batch.plan import Plan, read_manifest
 from vario.batch.spec import BatchSpec, SpecError, checked_batch
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
@@ -71,7 +72,8 @@ class DataStore:
         return target
 
     def reject(self, spec_path: Path, messages: list[str]) -> Path:
-        target = self.inbox / "rejected" / spec_path.name
+        """Move a spec to ``rejected/`` with ``<name>.error.txt`` beside it (its errors)."""
+        target = self._settled(spec_path, "rejected")
         arc.write_atomic(
             target.with_name(target.name + ".error.txt"), ("\n".join(messages) + "\n").encode()
         )
@@ -79,10 +81,17 @@ class DataStore:
         return target
 
     def mark_processed(self, spec_path: Path) -> Path:
-        target = self.inbox / "processed" / spec_path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
+        """Move a registered spec to ``processed/``."""
+        target = self._settled(spec_path, "processed")
         os.replace(spec_path, target)
         return target
+
+    def _settled(self, spec_path: Path, folder: str) -> Path:
+        """Where a spec leaving the inbox goes in ``folder``: its own name unless another
+        spec took it (then numbered), so a settled spec is never overwritten."""
+        target = self.inbox / folder / spec_path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return free_name(target, spec_path.read_bytes(), lambda p: p.read_bytes())
 
     def batch_dir(self, batch: str) -> Path:
         return self.root / "batches" / checked_batch(batch)
@@ -91,20 +100,25 @@ class DataStore:
         folder = self.root / "batches"
         return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
-    def taken_by_another_spec(self, plan: Plan) -> bool:
-        """Whether the batch's name is recorded already, with a different spec."""
-        spec_file = self.spec_path(plan.spec.name)
-        return spec_file.exists() and spec_file.read_text() != plan.spec.model_dump_json(indent=2)
+    def recorded(self, spec: BatchSpec) -> bool:
+        """Whether this spec's batch is recorded already (False: the name is free); a name
+        recorded with a different spec raises ``SpecError``: batches are immutable."""
+        spec_file = self.spec_path(spec.name)
+        if not spec_file.exists():
+            return False
+        if spec_file.read_text() != spec.model_dump_json(indent=2):
+            raise SpecError([f"name: batch {spec.name!r} exists with another spec ({spec_file})"])
+        return True
 
     def save_plan(self, plan: Plan) -> None:
-        """Record a planned batch; the same name with a different spec is refused."""
-        if self.taken_by_another_spec(plan):
-            raise SpecError([f"name: batch {plan.spec.name!r} exists with another spec"])
-        spec_file = self.spec_path(plan.spec.name)
-        if spec_file.exists():
+        """Record a planned batch (manifest, then spec: a recorded spec means a whole batch);
+        the same spec again is a no-op and another spec under the name is refused."""
+        if self.recorded(plan.spec):
             return
-        arc.write_atomic(self.manifest_path(plan.spec.name), arc.parquet_bytes(plan.manifest))
-        arc.write_atomic(spec_file, plan.spec.model_dump_json(indent=2).encode())
+        arc.write_atomic(self.manifest_path(plan.spec.name), plan.parquet)
+        arc.write_atomic(
+            self.spec_path(plan.spec.name), plan.spec.model_dump_json(indent=2).encode()
+        )
 
     def spec_path(self, batch: str) -> Path:
         return self.batch_dir(batch) / "spec.json"
@@ -115,8 +129,17 @@ class DataStore:
     def manifest_path(self, batch: str) -> Path:
         return self.batch_dir(batch) / "manifest.parquet"
 
-    def manifest(self, batch: str):
-        return pq.read_table(self.manifest_path(batch))
+    def manifest(self, batch: str, *, columns: list[str] | None = None) -> pa.Table:
+        return read_manifest(self.manifest_path(batch), columns=columns)
+
+    def shard_keys(self, batch: str) -> list[str]:
+        """The batch's shard keys, in order, from its manifest's shard column alone."""
+        shard = read_manifest(self.manifest_path(batch), columns=["shard"]).column("shard")
+        return sorted(pc.unique(shard).to_pylist())
+
+    def shard_manifest(self, batch: str, shard: str) -> pa.Table:
+        """One shard's rows of the batch's manifest, in job order."""
+        return read_manifest(self.manifest_path(batch), shard=shard)
 
     def archive_dir(self, batch: str) -> Path:
         return self.root / "archives" / checked_batch(batch)

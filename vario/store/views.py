@@ -18,6 +18,7 @@ from generators.labels import tables
 from vario.store.layout import DataStore
 
 VIEWS = {"frames": tables.FRAMES, "objects": tables.OBJECTS, "events": tables.EVENTS}
+BATCH_PARTITIONING = pads.partitioning(pa.schema([("batch", pa.string())]), flavor="hive")
 
 
 def connect(
@@ -27,20 +28,15 @@ def connect(
 
     ``remote`` (a pyarrow filesystem and the data's base path on it, e.g. S3) reads the
     tables there instead of in ``store``: DuckDB scans them as Arrow datasets, with column
-    projection and filters pushed down, and hive partitions by ``batch``.
+    projection and filters pushed down, hive-partitioned by ``batch`` and with the files'
+    schemas unified by name, as ``union_by_name`` does locally.
     """
     con = duckdb.connect(":memory:")
     for name in ("jobs", *VIEWS):
         pattern = store.table_glob(name)
-        if remote and _remote_files(remote, name):
-            filesystem, base = remote
-            data = pads.dataset(
-                f"{base}/tables/{name}",
-                filesystem=filesystem,
-                format="parquet",
-                partitioning="hive",
-            )
-            con.register(f"_{name}_remote", data)
+        files = _remote_files(remote, name) if remote else []
+        if files:
+            con.register(f"_{name}_remote", _remote_dataset(remote, name, files))
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_remote")
         elif not remote and glob.glob(pattern):
             con.execute(
@@ -55,10 +51,34 @@ def connect(
     return con
 
 
-def _remote_files(remote: tuple[pafs.FileSystem, str], name: str) -> bool:
+def _remote_files(remote: tuple[pafs.FileSystem, str], name: str) -> list[str]:
+    """The table's Parquet files under the remote base, one listing for all batches."""
     filesystem, base = remote
     selector = pafs.FileSelector(f"{base}/tables/{name}", allow_not_found=True, recursive=True)
-    return any(info.type == pafs.FileType.File for info in filesystem.get_file_info(selector))
+    infos = filesystem.get_file_info(selector)
+    return sorted(
+        i.path for i in infos if i.extension == "parquet" and i.type == pafs.FileType.File
+    )
+
+
+def _remote_dataset(
+    remote: tuple[pafs.FileSystem, str], name: str, files: list[str]
+) -> pads.Dataset:
+    """The table's files as one Arrow dataset over the union of their schemas: batches of
+    different generators have different ``param_*`` columns, and a pyarrow dataset otherwise
+    takes the first file's schema (dropping the others' columns, or failing on them). Every
+    file's footer is read, as DuckDB's ``union_by_name`` does; a column a file lacks reads as
+    NULL, and ``batch`` is a string whatever the batch's name looks like."""
+    filesystem, base = remote
+    factory = pads.FileSystemDatasetFactory(
+        filesystem,
+        files,
+        pads.ParquetFileFormat(),
+        pads.FileSystemFactoryOptions(
+            partition_base_dir=f"{base}/tables/{name}", partitioning=BATCH_PARTITIONING
+        ),
+    )
+    return factory.finish(factory.inspect(promote_options="permissive", fragments=None))
 
 
 def summary(con: duckdb.DuckDBPyConnection) -> dict:

@@ -37,7 +37,6 @@ import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.stats import chi2_contingency, entropy, qmc
@@ -549,7 +548,7 @@ _CHUNK_ROWS = 32_768  # objects rows checked at a time: tens of MB, whatever the
 def check_integrity(b: _Batch, t: IntegrityTests) -> CheckResult:
     out_dir = b.store.archive_dir(b.name)
     ok = pa.array(b.jobs["job_id"], pa.string())
-    manifest = pq.read_table(b.store.manifest_path(b.name), columns=["job_id"]).column("job_id")
+    manifest = b.store.manifest(b.name, columns=["job_id"]).column("job_id")
     missing = _without_archive(manifest, ok, out_dir)
     labels, n_objects = _label_problems(b)
     sample = _archive_sample(ok, missing, t.sample_jobs)

@@ -425,6 +425,70 @@ def dataset_report(batch: str) -> None:
     click.echo(str(path))
 
 
+@main.command("export")
+@click.argument("batch")
+@click.option(
+    "--format", "fmt", required=True, type=click.Choice(["coco", "yolo", "kitti", "bop", "hf"])
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="A new folder.")
+@click.option("--where", help="Objects to keep: an expression over the objects table's columns.")
+@click.option("--split", default="train=0.8,val=0.1,test=0.1", show_default=True)
+@click.option("--split-seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
+@click.option("--frames", default="every", show_default=True, help="every, first or N (every Nth).")
+@click.option("--task", type=click.Choice(["detect", "segment"]), help="YOLO: boxes or polygons.")
+@click.option("--force", is_flag=True, help="Export even if an ERROR dataset test failed.")
+def export(batch, fmt, out, where, split, split_seed, frames, task, force) -> None:
+    """Export BATCH, or the slice --where selects, in a training format (docs/exports.md).
+
+    Frames are split by job (never one video in two splits); the folder appears only when
+    complete, with export.json and checksums.sha256. A batch that failed an ERROR dataset
+    test, or was never tested, is not exported unless --force. Exit 2 for a bad request."""
+    from dagster_project.console import err, fail, progress
+    from dagster_project.console import out as console
+    from vario.export.run import export_batch
+    from vario.export.select import ExportRequestError, parse_split
+    from vario.quality import checks as quality
+
+    store = _existing_batch(batch, fetch="archives")
+    if not force:
+        results = quality.recorded_results(store, batch)
+        if results is None:
+            fail(f"{batch!r} was never tested: run `vario dataset test {batch}`, or --force")
+        blocking = [r.name for r in results if r.blocking]
+        if blocking:
+            err.print(
+                f"error: {batch!r} failed ERROR dataset tests ({', '.join(blocking)}): "
+                "not exported (--force to export anyway)",
+                markup=False,
+            )
+            sys.exit(1)
+    options = {"task": task} if task else {}
+    try:
+        with progress() as bar:
+            task_id = bar.add_task(f"export {batch} as {fmt} jobs", total=None, note="")
+            summary = export_batch(
+                store,
+                batch,
+                fmt,
+                out,
+                where=where,
+                split=parse_split(split),
+                split_seed=split_seed,
+                frames=frames,
+                options=options,
+                on_job=lambda done, total: bar.update(task_id, completed=done, total=total),
+            )
+    except ExportRequestError as exc:
+        fail(str(exc))
+    state = "already there, unchanged" if summary.up_to_date else "written"
+    splits = ", ".join(
+        f"{name} {summary.frames[name]} frames / {summary.objects[name]} objects"
+        for name in summary.frames
+    )
+    console.print(f"{fmt} export {state}: {splits}", markup=False)
+    click.echo(str(summary.out))
+
+
 @main.command("query")
 @click.argument("sql")
 @click.option("--max-rows", default=40, show_default=True)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets_defs import batches, quality, samples
+from assets_defs import batches, exports, quality, samples
 from dagster_project import resources, schedules, sensors
 
 defs = dg.Definitions.merge(
     batches.defs,
+    exports.defs,
     quality.defs,
     samples.defs,
     dg.Definitions(

@@ -26,8 +26,10 @@ def test_definitions_load_with_every_domain():
         "dataset",
         "batch_dataset",
         "batch_export",
+        "dataset_export",
     }
     jobs = {"batch_manifest_job", "render_shard_job", "dataset_job", "release_job"}
+    jobs |= {"dataset_export_job"}
     assert jobs <= {j.name for j in defs.resolve_all_job_defs()}
     assert {s.name for s in defs.sensors} == {
         "inbox_sensor",

@@ -1,0 +1,215 @@
+"""The COCO export: object-detection and instance-segmentation ("instances") annotations.
+
+Follows the COCO data format for object detection as published with COCO 2017
+(https://cocodataset.org/#format-data, the ``instances_{train,val}2017.json`` layout that
+pycocotools' ``COCO`` and ``COCOeval`` read)::
+
+    annotations/instances_{split}.json   info, licenses, images, annotations, categories
+    images/{split}/{stem}.png            the frame's 8-bit RGB PNG, as in the job archive
+
+- ``images``: ``id`` (1, 2, ... in the order the export streams frames, unique in the whole
+  export and the same in every re-export of the same slice), ``file_name`` (relative to
+  ``images/{split}``), ``width``, ``height``, and the extension field ``vario``:
+  ``{job_id, frame, fx, fy, cx, cy}`` (pinhole intrinsics in pixels, docs/conventions.md).
+- ``annotations``: ``id`` (1, 2, ..., unique in the export), ``image_id``, ``category_id``
+  (the catalog's ids, ``Catalog.category_ids``), ``segmentation`` as compressed COCO RLE
+  ``{size: [height, width], counts}`` (the row's ``mask_rle``), ``area`` (the mask's pixels,
+  ``visible_pixels``), ``bbox`` ``[x, y, width, height]`` from the box's pixel edges,
+  ``iscrowd`` 0, and, as in a job's own ``labels/coco.json``, ``instance_id``,
+  ``occlusion`` and ``truncation``.
+- ``categories``: every category of the catalog with its id, ``name`` and ``supercategory``.
+
+Memory holds no split's annotations: each image and annotation is appended as one JSON line
+to a temporary file per split, and ``close`` streams those lines into the final JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any, TextIO
+
+from vario.export.frame import SPLITS, ExportContext, ExportFrame
+
+COCO_VERSION = "COCO 2017 instances (https://cocodataset.org/#format-data)"
+PARTS = ".coco-parts"  # the temporary JSON-lines files, inside the export's folder
+OPTIONS = ("description", "version", "supercategories")
+
+
+def check_options(writer: str, options: dict[str, Any], known: tuple[str, ...]) -> None:
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(
+            f"{writer}: unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"options: {', '.join(known) or 'none'}"
+        )
+
+
+def job_generator(frame: ExportFrame) -> str:
+    """``name version`` of the generator that rendered the frame's job (its ``job.json``)."""
+    manifest = json.loads(frame.archive.read("job.json"))
+    return f"{manifest['generator']} {manifest['version']}"
+
+
+def coco_bbox(obj: dict[str, Any]) -> list[int]:
+    """``[x, y, width, height]`` of a row's box (integer pixel edges, max exclusive)."""
+    x0, y0 = obj["box_x_min"], obj["box_y_min"]
+    return [x0, y0, obj["box_x_max"] - x0, obj["box_y_max"] - y0]
+
+
+class _SplitParts:
+    """One split's images and annotations, one JSON object a line, in two temporary files."""
+
+    def __init__(self, folder: Path, split: str):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.images_path = folder / f"{split}.images.jsonl"
+        self.annotations_path = folder / f"{split}.annotations.jsonl"
+        self.images: TextIO = self.images_path.open("w", encoding="utf-8")
+        self.annotations: TextIO = self.annotations_path.open("w", encoding="utf-8")
+        self.n_images = 0
+        self.n_annotations = 0
+        self.per_category: dict[str, int] = {}
+
+    def close(self) -> None:
+        self.images.close()
+        self.annotations.close()
+
+
+def _line(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, allow_nan=False, separators=(",", ":")) + "\n"
+
+
+def _copy_array(out: TextIO, lines: Path) -> None:
+    """The JSON lines of ``lines`` as the elements of a JSON array, streamed."""
+    out.write("[")
+    with lines.open(encoding="utf-8") as source:
+        for n, line in enumerate(source):
+            out.write(",\n" if n else "\n")
+            out.write(line.rstrip("\n"))
+    out.write("\n]")
+
+
+class CocoWriter:
+    """COCO instances per split. Options: ``description`` and ``version`` (the ``info``
+    block's, defaults: the batch's name and Vario's version), ``supercategories`` (a
+    category name to supercategory mapping; others get ``object``)."""
+
+    def __init__(self, ctx: ExportContext, **options: Any):
+        check_options("coco", options, OPTIONS)
+        self.ctx = ctx
+        self.ids = ctx.category_ids
+        supercategories = dict(options.get("supercategories") or {})
+        unknown = sorted(set(supercategories) - set(self.ids))
+        if unknown:
+            raise ValueError(f"coco: supercategories for unknown categories {unknown}")
+        self.categories = [
+            {"id": i, "name": name, "supercategory": supercategories.get(name, "object")}
+            for name, i in sorted(self.ids.items(), key=lambda item: item[1])
+        ]
+        self.info = {
+            "description": options.get("description") or f"Vario batch {ctx.batch}",
+            "version": str(options.get("version") or package_version("vario")),
+            "year": datetime.now(UTC).year,
+            "contributor": "Vario",
+            "url": "",
+            "date_created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "batch": ctx.batch,
+            "format": COCO_VERSION,
+        }
+        self.parts_dir = ctx.out / PARTS
+        self.splits: dict[str, _SplitParts] = {}
+        self.generators: set[str] = set()
+        self._last_job: str | None = None
+        self.next_image = 1
+        self.next_annotation = 1
+
+    def add(self, frame: ExportFrame) -> None:
+        if frame.split not in self.ctx.splits:
+            raise ValueError(f"frame {frame.stem}: split {frame.split!r} not in the export's")
+        if frame.job_id != self._last_job:
+            self.generators.add(job_generator(frame))
+            self._last_job = frame.job_id
+        parts = self.splits.get(frame.split)
+        if parts is None:
+            parts = self.splits[frame.split] = _SplitParts(self.parts_dir, frame.split)
+        file_name = f"{frame.stem}.png"
+        self.ctx.write(Path("images", frame.split, file_name), frame.image("rgb"))
+        row = frame.row
+        image_id = self.next_image
+        self.next_image += 1
+        parts.images.write(
+            _line(
+                {
+                    "id": image_id,
+                    "file_name": file_name,
+                    "width": row["width"],
+                    "height": row["height"],
+                    "vario": {
+                        "job_id": frame.job_id,
+                        "frame": frame.frame,
+                        **{k: row[k] for k in ("fx", "fy", "cx", "cy")},
+                    },
+                }
+            )
+        )
+        parts.n_images += 1
+        size = [row["height"], row["width"]]
+        for obj in frame.objects:
+            category = obj["category"]
+            if category not in self.ids:
+                raise ValueError(f"frame {frame.stem}: category {category!r} is not in the catalog")
+            parts.annotations.write(
+                _line(
+                    {
+                        "id": self.next_annotation,
+                        "image_id": image_id,
+                        "category_id": self.ids[category],
+                        "segmentation": {"size": size, "counts": obj["mask_rle"]},
+                        "area": obj["visible_pixels"],
+                        "bbox": coco_bbox(obj),
+                        "iscrowd": 0,
+                        "instance_id": obj["instance_id"],
+                        "occlusion": obj["occlusion"],
+                        "truncation": obj["truncation"],
+                    }
+                )
+            )
+            self.next_annotation += 1
+            parts.n_annotations += 1
+            parts.per_category[category] = parts.per_category.get(category, 0) + 1
+
+    def close(self) -> dict[str, Any]:
+        """One ``instances_{split}.json`` for every split of the export (an empty one for a
+        split that got no frame), assembled from the temporary lines, which are removed."""
+        folder = self.ctx.out / "annotations"
+        folder.mkdir(parents=True, exist_ok=True)
+        info = {**self.info, "generators": sorted(self.generators)}
+        head = {"info": info, "licenses": []}
+        files, images, annotations = [], {}, {}
+        for split in [s for s in SPLITS if s in self.ctx.splits or s in self.splits]:
+            parts = self.splits.get(split) or _SplitParts(self.parts_dir, split)
+            parts.close()
+            path = folder / f"instances_{split}.json"
+            with path.open("w", encoding="utf-8") as out:
+                out.write(json.dumps(head, allow_nan=False)[:-1])  # the object left open
+                out.write(',\n"images": ')
+                _copy_array(out, parts.images_path)
+                out.write(',\n"annotations": ')
+                _copy_array(out, parts.annotations_path)
+                out.write(',\n"categories": ')
+                out.write(json.dumps(self.categories))
+                out.write("}\n")
+            files.append(path.relative_to(self.ctx.out).as_posix())
+            images[split] = parts.n_images
+            annotations[split] = parts.n_annotations
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
+        return {
+            "format": "coco",
+            "files": files,
+            "images": images,
+            "annotations": annotations,
+            "categories": len(self.categories),
+        }

@@ -1,0 +1,75 @@
+"""What a format writer sees: one exported frame at a time, and the export's context.
+
+Writers never query tables or open archives themselves: ``vario.export.run`` streams the
+batch's selected frames, job by job, each with its ``frames`` row, its selected ``objects``
+rows and access to its images in the job's archive, so every format reads the same rows the
+slice selected and memory holds one job's labels at a time.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from generators.scene.catalog import Catalog
+
+SPLITS = ("train", "val", "test")  # the split names every format uses, in this order
+IMAGE_KINDS = ("rgb", "depth", "segmentation")  # PNG members of every job's archive
+
+
+@dataclass(frozen=True)
+class ExportFrame:
+    """One frame of the export. ``row`` is its ``frames`` row (``width``, ``height``,
+    ``fx``..``cy``, ``cam_*`` camera-to-world pose, ``rgb_path``...), ``objects`` its
+    selected ``objects`` rows in instance order (docs/conventions.md gives every column's
+    frame and unit). ``stem`` names its files in every format: unique in the export,
+    the same in every re-export."""
+
+    split: str
+    job_id: str
+    frame: int
+    row: dict[str, Any]
+    objects: list[dict[str, Any]]
+    archive: zipfile.ZipFile  # the job's archive, open while its frames are written
+
+    @property
+    def stem(self) -> str:
+        return f"{self.job_id}_{self.frame:05d}"
+
+    def image(self, kind: str) -> bytes:
+        """The frame's PNG of ``kind`` (``rgb``: 8-bit RGB; ``depth``: 16-bit millimetres;
+        ``segmentation``: 16-bit instance ids), as stored in the archive."""
+        if kind not in IMAGE_KINDS:
+            raise ValueError(f"no {kind!r} image; kinds: {', '.join(IMAGE_KINDS)}")
+        return self.archive.read(self.row[f"{kind}_path"])
+
+
+@dataclass(frozen=True)
+class ExportContext:
+    """What a writer knows of the whole export before its first frame."""
+
+    out: Path  # the folder to write into (a temporary one, renamed when the export is whole)
+    batch: str
+    splits: tuple[str, ...]  # the splits that hold at least one job, in ``SPLITS`` order
+    catalog: Catalog  # the batch's catalog: category ids (``category_ids()``), asset meshes
+    write: Callable[[Path, bytes], None]  # writes a file (relative to ``out`` or absolute
+    # inside it) on a pool of threads; every write is done when ``close`` is called
+
+    @property
+    def category_ids(self) -> dict[str, int]:
+        """COCO-style category ids (1-based, stable: docs/conventions.md)."""
+        return self.catalog.category_ids()
+
+
+class Writer(Protocol):
+    """A format: made with the context, given every frame once, closed at the end."""
+
+    def add(self, frame: ExportFrame) -> None: ...
+
+    def close(self) -> dict[str, Any]:
+        """Write what needs every frame (a JSON per split, a dataset card); returns a few
+        facts for the export's manifest (files, counts)."""
+        ...

@@ -1,0 +1,349 @@
+"""Export a batch, or a slice of it, in a training format: its frames streamed shard by shard
+through the format's writer into a folder that appears whole or not at all.
+
+Each shard's ``frames`` and ``objects`` tables are read (a few thousand rows), sliced with the
+request's WHERE on the query sandbox's connection, and handed to the writer job by job, the
+job's archive open while its frames are written; image files are written on a thread pool.
+The export is written under a temporary name beside ``out`` and renamed once complete, with
+``export.json`` (what was asked, the counts, the catalog) and ``checksums.sha256`` (every
+file, ``sha256sum -c`` reads it). The same request again finds ``export.json`` and does
+nothing; another request for the same folder is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from generators.scene.catalog import default_catalog
+from vario.batch.spec import checked_batch
+from vario.export.frame import SPLITS, ExportContext, ExportFrame
+from vario.export.select import ExportRequestError, Selection, assign_splits, frame_step
+from vario.run import shard as sh
+from vario.store import sandbox
+from vario.store.layout import DataStore
+
+FORMATS = {
+    "coco": "vario.export.coco:CocoWriter",
+    "yolo": "vario.export.yolo:YoloWriter",
+    "kitti": "vario.export.kitti:KittiWriter",
+    "bop": "vario.export.bop:BopWriter",
+    "hf": "vario.export.hf:HuggingFaceWriter",
+}
+MANIFEST = "export.json"
+CHECKSUMS = "checksums.sha256"
+_IN_FLIGHT = 64  # image writes queued at most: memory holds a few dozen images
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    out: Path
+    format: str
+    frames: dict[str, int]  # per split
+    objects: dict[str, int]  # per split
+    categories: dict[str, int]  # objects per category
+    bytes: int
+    up_to_date: bool = False  # the same export was there already; nothing was written
+    writer: dict[str, Any] = field(default_factory=dict)  # what the format's writer reports
+
+
+def writer_class(fmt: str) -> type:
+    if fmt not in FORMATS:
+        raise ExportRequestError(f"--format: one of {', '.join(FORMATS)} (got {fmt!r})")
+    module, name = FORMATS[fmt].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def export_batch(
+    store: DataStore,
+    batch: str,
+    fmt: str,
+    out: Path,
+    *,
+    where: str | None = None,
+    split: dict[str, float] | None = None,
+    split_seed: int = 0,
+    frames: str = "every",
+    options: dict | None = None,
+    on_job: Callable[[int, int], None] | None = None,
+) -> ExportSummary:
+    """Export ``batch`` as ``fmt`` into ``out`` (which must not exist, or hold this very
+    export). Raises ``ExportRequestError`` for a request that cannot run, before any work."""
+    selection = Selection(where, frames, split or Selection().split, split_seed)
+    cls, options = writer_class(fmt), dict(options or {})
+    out = Path(out).absolute()
+    if checked_batch(batch) not in store.batches():
+        raise ExportRequestError(f"no batch {batch!r} in {store.root}")
+    catalog = default_catalog()
+    request = {
+        "batch": batch,
+        "format": fmt,
+        "where": where,
+        "frames": frames,
+        "split": selection.split,
+        "split_seed": split_seed,
+        "options": options,
+        "catalog_hash": catalog.content_hash,
+        "tables": _tables_digest(store, batch),  # the batch as it is now: a re-rendered
+        # shard makes the same request a new export
+    }
+    done = _existing(out, request)
+    if done is not None:
+        return done
+    con = sandbox.connection(store)
+    _check_slice(con, selection)
+    jobs = _rendered_jobs(con, batch)
+    splits = assign_splits(jobs, selection.split, split_seed)
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        with _FileWriter(partial) as files:
+            ctx = ExportContext(
+                out=partial,
+                batch=batch,
+                splits=tuple(s for s in SPLITS if s in set(splits.values())),
+                catalog=catalog,
+                write=files.write,
+            )
+            writer = cls(ctx, **options)
+            counts = _Counts()
+            for frame in _frames(store, con, batch, selection, splits, len(jobs), on_job):
+                writer.add(frame)
+                counts.add(frame)
+            reported = writer.close()
+        in_order = [name for name in SPLITS if name in counts.frames]
+        summary = ExportSummary(
+            out,
+            fmt,
+            {name: counts.frames[name] for name in in_order},
+            {name: counts.objects[name] for name in in_order},
+            dict(sorted(counts.categories.items())),
+            files.bytes,
+            writer=reported,
+        )
+        _write_manifest(partial, request, summary, files.digests)
+        os.replace(partial, out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return summary
+
+
+def _existing(out: Path, request: dict) -> ExportSummary | None:
+    """The summary of the same export already in ``out``; a folder holding anything else
+    is refused rather than overwritten."""
+    if not out.exists():
+        return None
+    manifest = out / MANIFEST
+    if manifest.exists():
+        recorded = json.loads(manifest.read_text())
+        if recorded.get("request") == request:
+            summary = {**recorded["summary"], "out": out, "up_to_date": True}
+            return ExportSummary(**summary)
+        raise ExportRequestError(f"--out: {out} holds another export ({manifest}); choose another")
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+        return None
+    raise ExportRequestError(f"--out: {out} exists and is not an export; choose another")
+
+
+def _tables_digest(store: DataStore, batch: str) -> str:
+    """SHA-256 over the batch's label table files (names and bytes)."""
+    digest = hashlib.sha256()
+    for table in ("jobs", "frames", "objects"):
+        folder = store.table_dir(table, batch)
+        for path in sorted(folder.glob("*.parquet")) if folder.exists() else []:
+            digest.update(f"{table}/{path.name}\n".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _check_slice(con: duckdb.DuckDBPyConnection, selection: Selection) -> None:
+    """The slice on the objects view, with no rows: a column that does not exist or a type
+    that does not fit is a request error, before any work."""
+    expression = selection.expression()
+    if expression is None:
+        return
+    try:
+        con.table("objects").filter(expression).limit(0).fetchall()
+    except duckdb.Error as exc:
+        reason = str(exc).splitlines()[0]
+        raise ExportRequestError(f"--where: {reason}") from None
+
+
+def _rendered_jobs(con: duckdb.DuckDBPyConnection, batch: str) -> list[str]:
+    rows = con.execute(
+        "SELECT job_id FROM jobs WHERE batch = $batch AND status = 'ok' ORDER BY job_id",
+        {"batch": batch},
+    ).fetchall()
+    if not rows:
+        raise ExportRequestError(f"batch {batch!r} has no rendered jobs to export")
+    return [j for (j,) in rows]
+
+
+def _frames(
+    store: DataStore,
+    con: duckdb.DuckDBPyConnection,
+    batch: str,
+    selection: Selection,
+    splits: dict[str, str],
+    total_jobs: int,
+    on_job: Callable[[int, int], None] | None,
+) -> Iterator[ExportFrame]:
+    """Every selected frame of the batch, shard by shard, job by job (by job id within a
+    shard), frame by frame, each with its selected objects in instance order."""
+    done = 0
+    for shard in store.shard_keys(batch):
+        tables = _shard_tables(store, con, batch, shard, selection)
+        if tables is None:
+            continue
+        frames, objects = tables
+        by_frame: dict[tuple[str, int], list[dict]] = {}
+        for row in objects.to_pylist():
+            by_frame.setdefault((row["job_id"], row["frame"]), []).append(row)
+        rows = frames.to_pylist()
+        for job_id in sorted({r["job_id"] for r in rows}):
+            if job_id not in splits:
+                continue
+            with zipfile.ZipFile(sh.archive_path(store.archive_dir(batch), job_id)) as archive:
+                for row in (r for r in rows if r["job_id"] == job_id):
+                    found = by_frame.get((job_id, row["frame"]), [])
+                    yield ExportFrame(splits[job_id], job_id, row["frame"], row, found, archive)
+            done += 1
+            if on_job:
+                on_job(done, total_jobs)
+
+
+def _shard_tables(
+    store: DataStore,
+    con: duckdb.DuckDBPyConnection,
+    batch: str,
+    shard: str,
+    selection: Selection,
+) -> tuple[pa.Table, pa.Table] | None:
+    """The shard's kept frames (sorted by job and frame) and selected objects (by job,
+    frame and instance), or None for a shard without tables."""
+    paths = [store.table_path(t, batch, shard) for t in ("frames", "objects")]
+    if not all(p.exists() for p in paths):
+        return None
+    frames, objects = (_with_batch(pq.read_table(p, use_threads=False), batch) for p in paths)
+    step = frame_step(selection.frames)
+    frames, objects = frames.filter(_kept(frames, step)), objects.filter(_kept(objects, step))
+    expression = selection.expression()
+    if expression is not None:
+        objects = con.from_arrow(objects).filter(expression).to_arrow_table()
+        hit = pc.is_in(_frame_keys(frames), value_set=_frame_keys(objects))
+        frames = frames.filter(hit)
+    frames = frames.sort_by([("job_id", "ascending"), ("frame", "ascending")])
+    objects = objects.sort_by(
+        [("job_id", "ascending"), ("frame", "ascending"), ("instance_id", "ascending")]
+    )
+    return frames, objects
+
+
+def _kept(table: pa.Table, step: int | None) -> pa.Array:
+    """Rows of the frames kept: each job's first (``step`` None) or every ``step``-th."""
+    frame = table["frame"].to_numpy()
+    return pa.array(frame == 0 if step is None else frame % step == 0)
+
+
+def _with_batch(table: pa.Table, batch: str) -> pa.Table:
+    """A shard file's rows with the ``batch`` column the dataset's views give them."""
+    return table.append_column("batch", pa.array([batch] * table.num_rows, pa.string()))
+
+
+def _frame_keys(table: pa.Table) -> pa.Array:
+    """``job_id/frame`` of each row, to match frames with their objects."""
+    frame = pc.cast(table["frame"], pa.string())
+    return pc.binary_join_element_wise(table["job_id"], frame, "/").combine_chunks()
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.frames: Counter[str] = Counter()
+        self.objects: Counter[str] = Counter()
+        self.categories: Counter[str] = Counter()
+
+    def add(self, frame: ExportFrame) -> None:
+        self.frames[frame.split] += 1
+        self.objects[frame.split] += len(frame.objects)
+        self.categories.update(o["category"] for o in frame.objects)
+
+
+class _FileWriter:
+    """Writes files under the export's folder on a few threads, at most ``_IN_FLIGHT``
+    queued, each hashed (SHA-256) as it is written; the first error is raised."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.digests: dict[str, str] = {}
+        self.bytes = 0
+        self._pool = ThreadPoolExecutor(max_workers=4)
+        self._pending: list[Future] = []
+
+    def __enter__(self) -> _FileWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self._drain(0)
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def write(self, path: Path | str, data: bytes) -> None:
+        target = self.root / path
+        if self.root not in target.resolve().parents:
+            raise ValueError(f"{path} is outside the export")
+        relative = target.relative_to(self.root).as_posix()
+        self.digests[relative] = ""  # claimed now: a name written twice is a writer's bug
+        self.bytes += len(data)
+        self._pending.append(self._pool.submit(self._write, target, relative, data))
+        self._drain(_IN_FLIGHT)
+
+    def _write(self, target: Path, relative: str, data: bytes) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        self.digests[relative] = hashlib.sha256(data).hexdigest()
+
+    def _drain(self, keep: int) -> None:
+        while len(self._pending) > keep:
+            self._pending.pop(0).result()
+
+
+def _write_manifest(
+    root: Path, request: dict, summary: ExportSummary, digests: dict[str, str]
+) -> None:
+    """``checksums.sha256`` over every file the writer wrote (or that ``write`` missed:
+    files a writer wrote itself are hashed here), then ``export.json``."""
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = path.relative_to(root).as_posix()
+        if not digests.get(relative):
+            digests[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    lines = [f"{digest}  {name}\n" for name, digest in sorted(digests.items())]
+    (root / CHECKSUMS).write_text("".join(lines))
+    recorded = {k: v for k, v in asdict(summary).items() if k not in ("out", "up_to_date")}
+    manifest = {
+        "vario_export": 1,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "request": request,
+        "summary": recorded,
+        "files": len(digests),
+        "checksums": CHECKSUMS,
+    }
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import duckdb
@@ -217,12 +217,14 @@ def _frames(
         by_frame: dict[tuple[str, int], list[dict]] = {}
         for row in objects.to_pylist():
             by_frame.setdefault((row["job_id"], row["frame"]), []).append(row)
-        rows = frames.to_pylist()
-        for job_id in sorted({r["job_id"] for r in rows}):
+        by_job: dict[str, list[dict]] = {}
+        for row in frames.to_pylist():  # sorted by job and frame
+            by_job.setdefault(row["job_id"], []).append(row)
+        for job_id, rows in by_job.items():
             if job_id not in splits:
                 continue
             with zipfile.ZipFile(sh.archive_path(store.archive_dir(batch), job_id)) as archive:
-                for row in (r for r in rows if r["job_id"] == job_id):
+                for row in rows:
                     found = by_frame.get((job_id, row["frame"]), [])
                     yield ExportFrame(splits[job_id], job_id, row["frame"], row, found, archive)
             done += 1
@@ -307,10 +309,11 @@ class _FileWriter:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     def write(self, path: Path | str, data: bytes) -> None:
-        target = self.root / path
-        if self.root not in target.resolve().parents:
-            raise ValueError(f"{path} is outside the export")
-        relative = target.relative_to(self.root).as_posix()
+        relative = PurePosixPath(path)
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise ValueError(f"{path}: not a path inside the export")
+        target = self.root / relative
+        relative = relative.as_posix()
         self.digests[relative] = ""  # claimed now: a name written twice is a writer's bug
         self.bytes += len(data)
         self._pending.append(self._pool.submit(self._write, target, relative, data))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -193,3 +194,24 @@ def test_jobs_table_has_a_typed_column_per_parameter(tabletop_job):
     assert pa.types.is_list(categories) and categories.value_type == pa.string()
     assert row["status"] == "ok" and row["archive"] == tabletop_job.archive.name
     assert json.loads(row["params_json"]) == params.model_dump(mode="json")
+
+
+def test_a_non_convex_silhouette_is_the_union_of_its_faces():
+    """Overlapping faces (a mesh's front over its back) fill once, never cancel out: each
+    pixel whose centre lies inside any face is in the silhouette."""
+    from generators.labels.frame_labels import _rasterise
+
+    uv = np.array([[2.0, 2.0], [30.0, 3.0], [4.0, 28.0], [29.0, 29.0], [16.0, 1.0]])
+    faces = np.array([[0, 1, 2], [1, 3, 2], [0, 4, 3], [4, 1, 3]])  # folded over each other
+    got = _rasterise(uv, faces, False, (0, 0), (32, 32))
+    ys, xs = np.mgrid[0:32, 0:32] + 0.5
+    inside = np.zeros((32, 32), bool)
+    for a, b, c in uv[faces]:
+        d = [
+            (q[0] - p[0]) * (ys - p[1]) - (q[1] - p[1]) * (xs - p[0])
+            for p, q in ((a, b), (b, c), (c, a))
+        ]
+        inside |= (np.all([x >= 0 for x in d], 0)) | (np.all([x <= 0 for x in d], 0))
+    assert not (inside & ~got).any()  # no pixel inside a face is left out (no holes)
+    near = cv2.dilate(inside.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
+    assert not (got & ~near).any()  # cv2 also fills the pixels its edges cross, no more

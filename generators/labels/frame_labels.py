@@ -62,7 +62,10 @@ def _rasterise(uv: np.ndarray, faces: np.ndarray, convex: bool, origin, shape) -
         hull = cv2.convexHull(pts)
         cv2.fillConvexPoly(canvas, hull, 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
     elif not convex and len(faces):
-        cv2.fillPoly(canvas, pts[faces], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
+        # the union of the faces, one at a time: one fillPoly of them all fills by parity,
+        # leaving holes wherever the mesh's front and back faces overlap
+        for triangle in pts[faces]:
+            cv2.fillConvexPoly(canvas, triangle, 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
     return canvas.view(bool)
 
 

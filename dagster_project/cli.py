@@ -436,8 +436,13 @@ def dataset_report(batch: str) -> None:
 @click.option("--split-seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
 @click.option("--frames", default="every", show_default=True, help="every, first or N (every Nth).")
 @click.option("--task", type=click.Choice(["detect", "segment"]), help="YOLO: boxes or polygons.")
+@click.option(
+    "--augment",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Augmentations (YAML: transforms, copies, seed), applied with albumentations.",
+)
 @click.option("--force", is_flag=True, help="Export even if an ERROR dataset test failed.")
-def export(batch, fmt, out, where, split, split_seed, frames, task, force) -> None:
+def export(batch, fmt, out, where, split, split_seed, frames, task, augment, force) -> None:
     """Export BATCH, or the slice --where selects, in a training format (docs/exports.md).
 
     Frames are split by job (never one video in two splits); the folder appears only when
@@ -477,6 +482,7 @@ def export(batch, fmt, out, where, split, split_seed, frames, task, force) -> No
                 frames=frames,
                 options=options,
                 on_job=lambda done, total: bar.update(task_id, completed=done, total=total),
+                augment=augment,
             )
     except ExportRequestError as exc:
         fail(str(exc))

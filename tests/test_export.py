@@ -163,7 +163,10 @@ def test_the_cli_exports_a_tested_batch_and_refuses_bad_requests(batch, tmp_path
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == str(tmp_path / "ok")
     assert "coco export written: train" in done.stdout
+    spec = tmp_path / "augment.yaml"
+    spec.write_text("seed: 1\ntransforms:\n  sharpen: {p: 1}\n")
     bad = [
+        (["--augment", str(spec)], "sharpen"),
         (["--where", "1=1) OR (1=1"], "not one SQL expression"),
         (["--split", "train=0.9"], "sum to 1"),
         (["--frames", "0"], "--frames"),

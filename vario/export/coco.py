@@ -32,20 +32,11 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any, TextIO
 
-from vario.export.frame import SPLITS, ExportContext, ExportFrame
+from vario.export.frame import SPLITS, ExportContext, ExportFrame, check_options
 
 COCO_VERSION = "COCO 2017 instances (https://cocodataset.org/#format-data)"
 PARTS = ".coco-parts"  # the temporary JSON-lines files, inside the export's folder
 OPTIONS = ("description", "version", "supercategories")
-
-
-def check_options(writer: str, options: dict[str, Any], known: tuple[str, ...]) -> None:
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise TypeError(
-            f"{writer}: unknown option(s) {', '.join(map(repr, unknown))}; "
-            f"options: {', '.join(known) or 'none'}"
-        )
 
 
 def job_generator(frame: ExportFrame) -> str:

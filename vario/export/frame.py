@@ -3,7 +3,9 @@
 Writers never query tables or open archives themselves: ``vario.export.run`` streams the
 batch's selected frames, job by job, each with its ``frames`` row, its selected ``objects``
 rows and access to its images in the job's archive, so every format reads the same rows the
-slice selected and memory holds one job's labels at a time.
+slice selected and memory holds one job's labels at a time. An export with augmentations
+(``vario.export.augment``) hands writers augmented copies too: frames like the others, with
+their own rows, objects, images and stems.
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ class ExportFrame:
     ``fx``..``cy``, ``cam_*`` camera-to-world pose, ``rgb_path``...), ``objects`` its
     selected ``objects`` rows in instance order (docs/conventions.md gives every column's
     frame and unit). ``stem`` names its files in every format: unique in the export,
-    the same in every re-export."""
+    the same in every re-export.
+
+    An augmented copy (``vario.export.augment``) has its own ``row`` and ``objects`` (new
+    size, intrinsics, masks and boxes), its transformed PNGs in ``images``, a ``suffix`` on
+    its stem, and, when its pixels moved (a geometric transform), ``archive_images`` False:
+    it has no image but those in ``images``."""
 
     split: str
     job_id: str
@@ -34,16 +41,28 @@ class ExportFrame:
     row: dict[str, Any]
     objects: list[dict[str, Any]]
     archive: zipfile.ZipFile  # the job's archive, open while its frames are written
+    images: dict[str, bytes] | None = None  # PNGs by kind that replace the archive's
+    archive_images: bool = True  # whether kinds not in ``images`` are the archive's
+    suffix: str = ""  # appended to the stem: ``_a0``, ``_a1``... for augmented copies
 
     @property
     def stem(self) -> str:
-        return f"{self.job_id}_{self.frame:05d}"
+        return f"{self.job_id}_{self.frame:05d}{self.suffix}"
 
     def image(self, kind: str) -> bytes:
         """The frame's PNG of ``kind`` (``rgb``: 8-bit RGB; ``depth``: 16-bit millimetres;
-        ``segmentation``: 16-bit instance ids), as stored in the archive."""
+        ``segmentation``: 16-bit instance ids): from ``images`` if there, else as stored in
+        the archive; ``ValueError`` for a kind an augmented frame does not have."""
         if kind not in IMAGE_KINDS:
             raise ValueError(f"no {kind!r} image; kinds: {', '.join(IMAGE_KINDS)}")
+        if self.images and kind in self.images:
+            return self.images[kind]
+        if not self.archive_images:
+            raise ValueError(
+                f"frame {self.stem}: no {kind} image: a geometric augmentation moved its "
+                f"pixels and only its {', '.join(self.images or {}) or 'no'} image was "
+                "transformed with them"
+            )
         return self.archive.read(self.row[f"{kind}_path"])
 
 
@@ -55,13 +74,29 @@ class ExportContext:
     batch: str
     splits: tuple[str, ...]  # the splits that hold at least one job, in ``SPLITS`` order
     catalog: Catalog  # the batch's catalog: category ids (``category_ids()``), asset meshes
-    write: Callable[[Path, bytes], None]  # writes a file (relative to ``out`` or absolute
-    # inside it) on a pool of threads; every write is done when ``close`` is called
+    write: Callable[[Path, bytes], None]  # writes a file (relative to ``out``) on a pool of
+    # threads; every write is done when ``close`` is called
+    final: Path | None = None  # the folder ``out`` becomes once whole (None: ``out`` itself),
+    # for a format that names its own absolute path (YOLO's data.yaml)
+
+    @property
+    def destination(self) -> Path:
+        return self.final or self.out
 
     @property
     def category_ids(self) -> dict[str, int]:
         """COCO-style category ids (1-based, stable: docs/conventions.md)."""
         return self.catalog.category_ids()
+
+
+def check_options(writer: str, options: dict[str, Any], known: tuple[str, ...]) -> None:
+    """A writer's options must be among ``known``: a misspelt one is an error, not ignored."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(
+            f"{writer}: unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"options: {', '.join(known) or 'none'}"
+        )
 
 
 class Writer(Protocol):

@@ -40,8 +40,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from vario.export.coco import check_options, coco_bbox, job_generator
-from vario.export.frame import SPLITS, ExportContext, ExportFrame
+from vario.export.coco import coco_bbox, job_generator
+from vario.export.frame import SPLITS, ExportContext, ExportFrame, check_options
 
 PARTS = ".hf-parts"  # shards being written, inside the export's folder
 OPTIONS = ("extra", "row_group_rows", "shard_bytes", "license", "license_name", "pretty_name")

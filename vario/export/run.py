@@ -5,9 +5,9 @@ Each shard's ``frames`` and ``objects`` tables are read (a few thousand rows), s
 request's WHERE on the query sandbox's connection, and handed to the writer job by job, the
 job's archive open while its frames are written; image files are written on a thread pool.
 The export is written under a temporary name beside ``out`` and renamed once complete, with
-``export.json`` (what was asked, the counts, the catalog) and ``checksums.sha256`` (every
-file, ``sha256sum -c`` reads it). The same request again finds ``export.json`` and does
-nothing; another request for the same folder is refused.
+``export.json`` (what was asked, with any augmentation spec's content, the counts, the
+catalog) and ``checksums.sha256`` (every file, ``sha256sum -c`` reads it). The same request
+again finds ``export.json`` and does nothing; another request for the same folder is refused.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from generators.scene.catalog import default_catalog
 from vario.batch.spec import checked_batch
+from vario.export import augment as aug
 from vario.export.frame import SPLITS, ExportContext, ExportFrame
 from vario.export.select import ExportRequestError, Selection, assign_splits, frame_step
 from vario.run import shard as sh
@@ -82,11 +83,16 @@ def export_batch(
     frames: str = "every",
     options: dict | None = None,
     on_job: Callable[[int, int], None] | None = None,
+    augment: Path | None = None,
 ) -> ExportSummary:
     """Export ``batch`` as ``fmt`` into ``out`` (which must not exist, or hold this very
-    export). Raises ``ExportRequestError`` for a request that cannot run, before any work."""
+    export), each frame augmented as the spec in ``augment`` asks (``vario.export.augment``).
+    Raises ``ExportRequestError`` for a request that cannot run, before any work."""
     selection = Selection(where, frames, split or Selection().split, split_seed)
     cls, options = writer_class(fmt), dict(options or {})
+    spec = aug.load_spec(augment) if augment is not None else None
+    if spec is not None:
+        aug.check_request(spec, fmt, options)
     out = Path(out).absolute()
     if checked_batch(batch) not in store.batches():
         raise ExportRequestError(f"no batch {batch!r} in {store.root}")
@@ -103,6 +109,8 @@ def export_batch(
         "tables": _tables_digest(store, batch),  # the batch as it is now: a re-rendered
         # shard makes the same request a new export
     }
+    if spec is not None:  # the spec's content, not its path: an edited spec is a new export
+        request["augment"] = spec.model_dump(mode="json", exclude_none=True)
     done = _existing(out, request)
     if done is not None:
         return done
@@ -121,12 +129,15 @@ def export_batch(
                 splits=tuple(s for s in SPLITS if s in set(splits.values())),
                 catalog=catalog,
                 write=files.write,
+                final=out,
             )
             writer = cls(ctx, **options)
             counts = _Counts()
-            for frame in _frames(store, con, batch, selection, splits, len(jobs), on_job):
-                writer.add(frame)
-                counts.add(frame)
+            augmenter = aug.Augmenter(spec) if spec is not None else None
+            for found in _frames(store, con, batch, selection, splits, len(jobs), on_job):
+                for frame in augmenter.frames(found) if augmenter else (found,):
+                    writer.add(frame)
+                    counts.add(frame)
             reported = writer.close()
         in_order = [name for name in SPLITS if name in counts.frames]
         summary = ExportSummary(
@@ -314,7 +325,9 @@ class _FileWriter:
             raise ValueError(f"{path}: not a path inside the export")
         target = self.root / relative
         relative = relative.as_posix()
-        self.digests[relative] = ""  # claimed now: a name written twice is a writer's bug
+        if relative in self.digests:  # two frames under one name: a writer's bug
+            raise ValueError(f"{relative} written twice")
+        self.digests[relative] = ""
         self.bytes += len(data)
         self._pending.append(self._pool.submit(self._write, target, relative, data))
         self._drain(_IN_FLIGHT)

@@ -106,8 +106,9 @@ def test_runs_are_in_the_instance_and_the_daemon_would_launch_nothing(project, m
 
 
 def test_every_asset_of_the_merged_definitions_materialises(project, monkeypatch):
-    """The batch run materialised every batch and dataset asset; the sample job adds the last
-    one, so each asset the UI shows has been materialised for real at least once."""
+    """The batch run materialised every batch and dataset asset; a training export and the
+    sample job add the last ones, so each asset the UI shows has been materialised for real
+    at least once."""
     root, _, env, _ = project
     from dagster_project.definitions import defs
 
@@ -122,6 +123,12 @@ def test_every_asset_of_the_merged_definitions_materialises(project, monkeypatch
             },
         )
         assert sample.success
+        export = defs.resolve_job_def("dataset_export_job").execute_in_process(
+            instance=instance,
+            partition_key=dg.MultiPartitionKey({"batch": "cli-run", "format": "coco"}),
+        )
+        assert export.success
+        assert (root / "data" / "exports" / "cli-run" / "coco" / "export.json").exists()
         keys = defs.resolve_asset_graph().get_all_asset_keys()
         missing = [k for k in keys if instance.get_latest_materialization_event(k) is None]
         assert not missing

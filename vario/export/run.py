@@ -241,6 +241,8 @@ def _frames(
             done += 1
             if on_job:
                 on_job(done, total_jobs)
+    if on_job:  # jobs the slice left without a frame count as done too
+        on_job(total_jobs, total_jobs)
 
 
 def _shard_tables(

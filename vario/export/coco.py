@@ -30,9 +30,9 @@ import shutil
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
-from vario.export.frame import SPLITS, ExportContext, ExportFrame, check_options
+from vario.export.frame import BOX, SPLITS, ExportContext, ExportFrame, check_options
 
 COCO_VERSION = "COCO 2017 instances (https://cocodataset.org/#format-data)"
 PARTS = ".coco-parts"  # the temporary JSON-lines files, inside the export's folder
@@ -84,6 +84,19 @@ def _copy_array(out: TextIO, lines: Path) -> None:
 
 
 class CocoWriter:
+    COLUMNS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "frames": ("width", "height", "fx", "fy", "cx", "cy", "rgb_path"),
+        "objects": (
+            "category",
+            "instance_id",
+            *BOX,
+            "visible_pixels",
+            "occlusion",
+            "truncation",
+            "mask_rle",
+        ),
+    }
+
     """COCO instances per split. Options: ``description`` and ``version`` (the ``info``
     block's, defaults: the batch's name and Vario's version), ``supercategories`` (a
     category name to supercategory mapping; others get ``object``)."""

@@ -134,7 +134,10 @@ def export_batch(
             writer = cls(ctx, **options)
             counts = _Counts()
             augmenter = aug.Augmenter(spec) if spec is not None else None
-            for found in _frames(store, con, batch, selection, splits, len(jobs), on_job):
+            # the columns the writer reads (every column for an augmenter, which reads more)
+            columns = getattr(cls, "COLUMNS", None) if augmenter is None else None
+            rows = _frames(store, con, batch, selection, splits, len(jobs), on_job, columns)
+            for found in rows:
                 for frame in augmenter.frames(found) if augmenter else (found,):
                     writer.add(frame)
                     counts.add(frame)
@@ -216,15 +219,21 @@ def _frames(
     splits: dict[str, str],
     total_jobs: int,
     on_job: Callable[[int, int], None] | None,
+    columns: dict[str, tuple[str, ...]] | None = None,
 ) -> Iterator[ExportFrame]:
     """Every selected frame of the batch, shard by shard, job by job (by job id within a
-    shard), frame by frame, each with its selected objects in instance order."""
+    shard), frame by frame, each with its selected objects in instance order; with
+    ``columns``, rows of those columns only (``Writer.COLUMNS``)."""
     done = 0
     for shard in store.shard_keys(batch):
         tables = _shard_tables(store, con, batch, shard, selection)
         if tables is None:
             continue
         frames, objects = tables
+        if columns is not None:
+            keys = ["job_id", "frame"]
+            frames = frames.select([*keys, *columns["frames"]])
+            objects = objects.select([*keys, *columns["objects"]])
         by_frame: dict[tuple[str, int], list[dict]] = {}
         for row in objects.to_pylist():
             by_frame.setdefault((row["job_id"], row["frame"]), []).append(row)

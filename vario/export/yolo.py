@@ -42,14 +42,14 @@ path and the suffix with ``.txt``.)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 import yaml
 from pycocotools import mask as mask_utils
 
-from vario.export.frame import SPLITS, ExportContext, ExportFrame, check_options
+from vario.export.frame import BOX, SPLITS, ExportContext, ExportFrame, check_options
 from vario.export.select import ExportRequestError
 
 ULTRALYTICS_VERSION = "Ultralytics 8.3 (YOLO11) dataset format"
@@ -132,6 +132,11 @@ def polygon(obj: dict[str, Any], width: int, height: int) -> list[float]:
 
 class YoloWriter:
     """Images and label files per split as the frames come; ``data.yaml`` at the end."""
+
+    COLUMNS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "frames": ("width", "height", "rgb_path"),
+        "objects": ("category", *BOX, "mask_rle"),
+    }
 
     def __init__(self, ctx: ExportContext, **options: Any):
         check_options("yolo", options, OPTIONS)

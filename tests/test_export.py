@@ -152,6 +152,21 @@ def test_an_export_that_fails_midway_leaves_nothing(batch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_export_killed_outright_leaves_nothing_once_run_again(batch, tmp_path):
+    """A process killed with SIGKILL runs no cleanup: its temporary folder, named by its
+    pid, is removed by the next export into the same place (a live one's is kept)."""
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], text=True, capture_output=True
+    ).stdout.strip()
+    stale = tmp_path / f".coco.partial-{gone}"
+    (stale / "images").mkdir(parents=True)
+    (stale / "images" / "half.png").write_bytes(b"\x89PNG")
+    running = tmp_path / f".coco.partial-{os.getppid()}"  # a live process's: not touched
+    running.mkdir()
+    run.export_batch(batch.store, "exp", "coco", tmp_path / "coco", frames="first")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "coco"]
+
+
 def _vario(env: dict, *args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "dagster_project.cli", "export", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

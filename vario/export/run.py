@@ -12,6 +12,7 @@ again finds ``export.json`` and does nothing; another request for the same folde
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import importlib
 import json
@@ -118,6 +119,7 @@ def export_batch(
     _check_slice(con, selection)
     jobs = _rendered_jobs(con, batch)
     splits = assign_splits(jobs, selection.split, split_seed)
+    _remove_stale_partials(out)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -157,6 +159,25 @@ def export_batch(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return summary
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Remove what exports into ``out`` killed outright (no ``finally`` ran) left: temporary
+    folders named by a process id that no longer runs."""
+    for folder in out.parent.glob(f".{glob.escape(out.name)}.partial-*"):
+        pid = folder.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _existing(out: Path, request: dict) -> ExportSummary | None:

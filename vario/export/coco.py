@@ -39,10 +39,19 @@ PARTS = ".coco-parts"  # the temporary JSON-lines files, inside the export's fol
 OPTIONS = ("description", "version", "supercategories")
 
 
-def job_generator(frame: ExportFrame) -> str:
-    """``name version`` of the generator that rendered the frame's job (its ``job.json``)."""
-    manifest = json.loads(frame.archive.read("job.json"))
-    return f"{manifest['generator']} {manifest['version']}"
+class JobGenerators:
+    """``name version`` of every generator whose jobs an export holds, read from each job's
+    ``job.json`` once (frames come job by job)."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self._last_job: str | None = None
+
+    def add(self, frame: ExportFrame) -> None:
+        if frame.job_id != self._last_job:
+            manifest = json.loads(frame.archive.read("job.json"))
+            self.seen.add(f"{manifest['generator']} {manifest['version']}")
+            self._last_job = frame.job_id
 
 
 def coco_bbox(obj: dict[str, Any]) -> list[int]:
@@ -125,17 +134,14 @@ class CocoWriter:
         }
         self.parts_dir = ctx.out / PARTS
         self.splits: dict[str, _SplitParts] = {}
-        self.generators: set[str] = set()
-        self._last_job: str | None = None
+        self.generators = JobGenerators()
         self.next_image = 1
         self.next_annotation = 1
 
     def add(self, frame: ExportFrame) -> None:
         if frame.split not in self.ctx.splits:
             raise ValueError(f"frame {frame.stem}: split {frame.split!r} not in the export's")
-        if frame.job_id != self._last_job:
-            self.generators.add(job_generator(frame))
-            self._last_job = frame.job_id
+        self.generators.add(frame)
         parts = self.splits.get(frame.split)
         if parts is None:
             parts = self.splits[frame.split] = _SplitParts(self.parts_dir, frame.split)
@@ -190,7 +196,7 @@ class CocoWriter:
         split that got no frame), assembled from the temporary lines, which are removed."""
         folder = self.ctx.out / "annotations"
         folder.mkdir(parents=True, exist_ok=True)
-        info = {**self.info, "generators": sorted(self.generators)}
+        info = {**self.info, "generators": sorted(self.generators.seen)}
         head = {"info": info, "licenses": []}
         files, images, annotations = [], {}, {}
         for split in [s for s in SPLITS if s in self.ctx.splits or s in self.splits]:

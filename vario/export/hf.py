@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from vario.export.coco import coco_bbox, job_generator
+from vario.export.coco import JobGenerators, coco_bbox
 from vario.export.frame import SPLITS, ExportContext, ExportFrame, check_options
 
 PARTS = ".hf-parts"  # shards being written, inside the export's folder
@@ -181,16 +181,13 @@ class HuggingFaceWriter:
         self.parts_dir = ctx.out / PARTS
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         self.splits: dict[str, _Split] = {}
-        self.generators: set[str] = set()
-        self._last_job: str | None = None
+        self.generators = JobGenerators()
         self.next_object = 1
 
     def add(self, frame: ExportFrame) -> None:
         if frame.split not in self.ctx.splits:
             raise ValueError(f"frame {frame.stem}: split {frame.split!r} not in the export's")
-        if frame.job_id != self._last_job:
-            self.generators.add(job_generator(frame))
-            self._last_job = frame.job_id
+        self.generators.add(frame)
         split = self.splits.get(frame.split)
         if split is None:
             split = self.splits[frame.split] = _Split(self, frame.split)
@@ -273,7 +270,7 @@ class HuggingFaceWriter:
         lines = ["---", _yaml(front).rstrip(), "---", "", f"# {self.pretty_name}", ""]
         lines += [
             f"Synthetic object-detection data rendered by Vario: batch `{self.ctx.batch}`, "
-            f"generator {', '.join(f'`{g}`' for g in sorted(self.generators)) or '(none)'}.",
+            f"generator {', '.join(f'`{g}`' for g in sorted(self.generators.seen)) or '(none)'}.",
             "",
             "## Splits",
             "",

@@ -149,18 +149,21 @@ def _with_ids(rows: list[dict], batch_id: str, jid: str) -> list[dict]:
 
 def _write_frame(
     archive: arc.AtomicArchive, video: VideoEncoder, frame: int, images: FrameImages
-) -> float:
-    """Encode one frame's images into the archive and the video; returns the seconds spent."""
+) -> tuple[float, str]:
+    """Encode one frame's images into the archive and the video; returns the seconds spent
+    and the RGB PNG's SHA-256 (the frames table's ``rgb_sha256``: exports copy the image
+    and record its checksum without hashing it again)."""
     started = time.perf_counter()
     name = f"{frame:05d}.png"
-    archive.write(f"rgb/{name}", arc.encode_png(images.rgb))
+    rgb = arc.encode_png(images.rgb)
+    archive.write(f"rgb/{name}", rgb)
     archive.write(f"segmentation/{name}", arc.encode_png(images.instances))
     archive.write(f"depth/{name}", arc.encode_png(arc.depth_to_png16(images.depth)))
     for kind, values in images.dense.items():
         folder, encode = arc.DENSE_MAPS[kind]
         archive.write(f"{folder}/{name}", arc.encode_png(encode(values)))
     video.add(images.rgb)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, hashlib.sha256(rgb).hexdigest()
 
 
 def _event_rows(scene: Scene, trajectory: Trajectory) -> list[dict]:
@@ -242,7 +245,9 @@ def run_job(
             timing["label"] += time.perf_counter() - t1
             if on_frame:
                 on_frame(frame + 1, scene.frame_count)
-        timing["write"] = sum(f.result() for f in written)
+        for row, done in zip(frame_rows, written, strict=True):
+            timing["write"] += done.result()[0]
+            row["rgb_sha256"] = done.result()[1]
         t0 = time.perf_counter()
         archive.write("video.mp4", video.finish())
         frames = pa.Table.from_pylist(_with_ids(frame_rows, batch_id, jid), tables.FRAMES)

@@ -5,6 +5,7 @@ Dagster asset. Each format's own layout is tested with its consumers' libraries 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from conftest import build_batch
 
 from assets_defs.exports import dataset_export
 from vario.export import run
+from vario.export.coco import CocoWriter
 from vario.export.select import ExportRequestError, assign_splits, parse_split
 from vario.quality import checks as quality
 from vario.store import sandbox
@@ -97,6 +99,9 @@ def test_an_export_holds_every_frame_split_by_job_and_appears_once(batch, tmp_pa
         "checksums.sha256",
         "export.json",
     }
+    for line in listed:  # images' digests come from the frames table (rgb_sha256): still true
+        digest, name = line.split("  ", 1)
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial folder
     # the same request again does nothing; another into the same folder is refused
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
@@ -150,6 +155,23 @@ def test_an_export_that_fails_midway_leaves_nothing(batch, tmp_path):
     with pytest.raises(Exception, match="Could not convert"):
         run.export_batch(batch.store, "exp", "coco", tmp_path / "broken", where=where)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_writer_failing_midway_stops_the_export_and_leaves_nothing(batch, tmp_path, monkeypatch):
+    """Images are read ahead and written on threads: a writer's error mid-job ends them and
+    the export (no hang waiting on reads that will never run), leaving no folder behind."""
+    added, original = [], CocoWriter.add
+
+    def add(self, frame):
+        added.append(frame.stem)
+        if len(added) == 5:
+            raise RuntimeError("writer broke")
+        original(self, frame)
+
+    monkeypatch.setattr(CocoWriter, "add", add)
+    with pytest.raises(RuntimeError, match="writer broke"):
+        run.export_batch(batch.store, "exp", "coco", tmp_path / "broken")
+    assert len(added) == 5 and list(tmp_path.iterdir()) == []
 
 
 def test_an_export_killed_outright_leaves_nothing_once_run_again(batch, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from contextlib import closing
 
 import cv2
 import numpy as np
@@ -251,17 +252,18 @@ def test_an_augmented_frame_has_depth_only_when_no_pixel_moved(batch, tmp_path):
     jobs = run._rendered_jobs(con, "aug")
     splits = dict.fromkeys(jobs, "train")
     stream = run._frames(batch.store, con, "aug", Selection(), splits, len(jobs), None)
-    frame = next(stream)  # its archive stays open while the stream is held
-    photometric = load_spec(_spec(tmp_path, {"transforms": {"noise": {"p": 1.0}}}, "p.yaml"))
-    copy = Augmenter(photometric).apply(frame, 0)
-    assert copy.image("depth") == frame.image("depth") and copy.stem == f"{frame.stem}_a0"
-    assert copy.image("rgb") != frame.image("rgb")
-    geometric = load_spec(_spec(tmp_path, {"transforms": {"vflip": {"p": 0.0}}}, "g0.yaml"))
-    assert Augmenter(geometric).apply(frame, 0).image("depth") == frame.image("depth")
-    geometric = load_spec(_spec(tmp_path, {"transforms": {"vflip": {"p": 0.5}}}, "g.yaml"))
-    for n in range(2):
-        with pytest.raises(ValueError, match="no depth image: a geometric augmentation"):
-            Augmenter(geometric).apply(frame, n).image("depth")
+    with closing(stream):  # the archive stays open while the stream is held
+        frame = next(stream)
+        photometric = load_spec(_spec(tmp_path, {"transforms": {"noise": {"p": 1.0}}}, "p.yaml"))
+        copy = Augmenter(photometric).apply(frame, 0)
+        assert copy.image("depth") == frame.image("depth") and copy.stem == f"{frame.stem}_a0"
+        assert copy.image("rgb") != frame.image("rgb")
+        geometric = load_spec(_spec(tmp_path, {"transforms": {"vflip": {"p": 0.0}}}, "g0.yaml"))
+        assert Augmenter(geometric).apply(frame, 0).image("depth") == frame.image("depth")
+        geometric = load_spec(_spec(tmp_path, {"transforms": {"vflip": {"p": 0.5}}}, "g.yaml"))
+        for n in range(2):
+            with pytest.raises(ValueError, match="no depth image: a geometric augmentation"):
+                Augmenter(geometric).apply(frame, n).image("depth")
 
 
 @pytest.mark.parametrize(

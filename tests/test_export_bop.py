@@ -48,7 +48,7 @@ def _tables(z: zipfile.ZipFile) -> tuple[list[dict], list[dict]]:
 def _context(out: Path, splits: tuple[str, ...]) -> ExportContext:
     out.mkdir()
 
-    def write(path: Path, data: bytes) -> None:
+    def write(path: Path, data: bytes, sha256: str | None = None) -> None:
         target = out / path
         target.parent.mkdir(parents=True, exist_ok=True)
         assert not target.exists(), f"{path} written twice"

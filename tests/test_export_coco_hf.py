@@ -54,7 +54,7 @@ def _export(job, out: Path, cls, **options) -> dict:
     """The job's frames through a writer, as ``vario.export.run`` streams them."""
     archive_path, frames, objects = job
 
-    def write(path, data: bytes) -> None:
+    def write(path, data: bytes, sha256: str | None = None) -> None:
         target = out / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)

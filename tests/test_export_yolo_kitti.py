@@ -51,7 +51,7 @@ def job_frames(tabletop_job):
 def _context(out: Path) -> ExportContext:
     out.mkdir(parents=True)
 
-    def write(path, data: bytes) -> None:
+    def write(path, data: bytes, sha256: str | None = None) -> None:
         target = out / path
         assert not target.exists(), f"{path} written twice"
         target.parent.mkdir(parents=True, exist_ok=True)

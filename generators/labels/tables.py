@@ -49,6 +49,7 @@ FRAMES = pa.schema(
     + [pa.field("image_hash", pa.int64())]
     + [pa.field("n_objects", pa.int32())]
     + [pa.field(n, pa.string()) for n in ("rgb_path", "segmentation_path", "depth_path")]
+    + [pa.field("rgb_sha256", pa.string())]
 )
 
 OBJECTS = pa.schema(

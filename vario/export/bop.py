@@ -293,8 +293,8 @@ class BopWriter:
 
     # -- frames -------------------------------------------------------------------------
 
-    def _write(self, relative: str, data: bytes) -> None:
-        self.ctx.write(Path(relative), data)
+    def _write(self, relative: str, data: bytes, sha256: str | None = None) -> None:
+        self.ctx.write(Path(relative), data, sha256)
         self._counts["files"] += 1
 
     def _start_scene(self, frame: ExportFrame) -> _Scene:
@@ -331,7 +331,9 @@ class BopWriter:
         fx, fy, cx, cy = (float(row[k]) for k in ("fx", "fy", "cx", "cy"))
         self._cameras.add((fx, fy, cx, cy, width, height))
 
-        self._write(f"{scene.folder}/rgb/{im_id:06d}.png", frame.image("rgb"))
+        self._write(
+            f"{scene.folder}/rgb/{im_id:06d}.png", frame.image("rgb"), frame.checksum("rgb")
+        )
         depth_png = frame.image("depth")
         self._write(f"{scene.folder}/depth/{im_id:06d}.png", depth_png)
         depth = cv2.imdecode(np.frombuffer(depth_png, np.uint8), cv2.IMREAD_UNCHANGED)

@@ -146,7 +146,9 @@ class CocoWriter:
         if parts is None:
             parts = self.splits[frame.split] = _SplitParts(self.parts_dir, frame.split)
         file_name = f"{frame.stem}.png"
-        self.ctx.write(Path("images", frame.split, file_name), frame.image("rgb"))
+        self.ctx.write(
+            Path("images", frame.split, file_name), frame.image("rgb"), frame.checksum("rgb")
+        )
         row = frame.row
         image_id = self.next_image
         self.next_image += 1

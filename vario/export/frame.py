@@ -11,7 +11,6 @@ their own rows, objects, images and stems.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,6 +64,20 @@ class ExportFrame:
             )
         return self.archive.read(self.row[f"{kind}_path"])
 
+    def checksum(self, kind: str) -> str | None:
+        """The SHA-256 recorded at render time of the image ``image(kind)`` returns, when
+        that is the archive's file as stored (``rgb_sha256``, docs/conventions.md); None
+        when none was recorded or the image was replaced (an augmented copy)."""
+        if self.images and kind in self.images:
+            return None
+        return self.row.get(f"{kind}_sha256")
+
+
+class FileWrite(Protocol):
+    def __call__(self, path: Path, data: bytes, sha256: str | None = None) -> None:
+        """Write ``data`` at ``path`` (relative to the export's folder); ``sha256``, when
+        known (``ExportFrame.checksum``), is the data's digest and saves hashing it."""
+
 
 @dataclass(frozen=True)
 class ExportContext:
@@ -74,8 +87,8 @@ class ExportContext:
     batch: str
     splits: tuple[str, ...]  # the splits that hold at least one job, in ``SPLITS`` order
     catalog: Catalog  # the batch's catalog: category ids (``category_ids()``), asset meshes
-    write: Callable[[Path, bytes], None]  # writes a file (relative to ``out``) on a pool of
-    # threads; every write is done when ``close`` is called
+    write: FileWrite  # writes a file (relative to ``out``) on a pool of threads; every
+    # write is done when ``close`` is called
     final: Path | None = None  # the folder ``out`` becomes once whole (None: ``out`` itself),
     # for a format that names its own absolute path (YOLO's data.yaml)
 

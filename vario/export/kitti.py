@@ -148,7 +148,8 @@ class KittiWriter:
     def add(self, frame: ExportFrame) -> None:
         folder = Path(frame.split)
         lines = "".join(f"{label_line(obj, frame.row)}\n" for obj in frame.objects)
-        self.ctx.write(folder / "image_2" / f"{frame.stem}.png", frame.image("rgb"))
+        image = folder / "image_2" / f"{frame.stem}.png"
+        self.ctx.write(image, frame.image("rgb"), frame.checksum("rgb"))
         self.ctx.write(folder / "label_2" / f"{frame.stem}.txt", lines.encode())
         self.ctx.write(folder / "calib" / f"{frame.stem}.txt", calib_text(frame.row).encode())
         self.stems.setdefault(frame.split, []).append(frame.stem)

@@ -22,6 +22,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -138,11 +139,12 @@ def export_batch(
             augmenter = aug.Augmenter(spec) if spec is not None else None
             # the columns the writer reads (every column for an augmenter, which reads more)
             columns = getattr(cls, "COLUMNS", None) if augmenter is None else None
-            rows = _frames(store, con, batch, selection, splits, len(jobs), on_job, columns)
-            for found in rows:
-                for frame in augmenter.frames(found) if augmenter else (found,):
-                    writer.add(frame)
-                    counts.add(frame)
+            frames = _frames(store, con, batch, selection, splits, len(jobs), on_job, columns)
+            with closing(frames):  # its open archive closed before the pool stops
+                for found in frames:
+                    for frame in augmenter.frames(found) if augmenter else (found,):
+                        writer.add(frame)
+                        counts.add(frame)
             reported = writer.close()
         in_order = [name for name in SPLITS if name in counts.frames]
         summary = ExportSummary(
@@ -253,7 +255,9 @@ def _frames(
         frames, objects = tables
         if columns is not None:
             keys = ["job_id", "frame"]
-            frames = frames.select([*keys, *columns["frames"]])
+            # and the RGB image's recorded digest (``ExportFrame.checksum``); older tables lack it
+            digest = ["rgb_sha256"] if "rgb_sha256" in frames.schema.names else []
+            frames = frames.select([*keys, *digest, *columns["frames"]])
             objects = objects.select([*keys, *columns["objects"]])
         by_frame: dict[tuple[str, int], list[dict]] = {}
         for row in objects.to_pylist():
@@ -333,7 +337,8 @@ class _Counts:
 
 class _FileWriter:
     """Writes files under the export's folder on a few threads, at most ``_IN_FLIGHT``
-    queued, each hashed (SHA-256) as it is written; the first error is raised."""
+    queued, each hashed (SHA-256) as it is written unless its digest is known; the first
+    error is raised."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -341,6 +346,7 @@ class _FileWriter:
         self.bytes = 0
         self._pool = ThreadPoolExecutor(max_workers=4)
         self._pending: list[Future] = []
+        self._folders: set[Path] = set()  # made already
 
     def __enter__(self) -> _FileWriter:
         return self
@@ -351,7 +357,7 @@ class _FileWriter:
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def write(self, path: Path | str, data: bytes) -> None:
+    def write(self, path: Path | str, data: bytes, sha256: str | None = None) -> None:
         relative = PurePosixPath(path)
         if relative.is_absolute() or ".." in relative.parts or not relative.parts:
             raise ValueError(f"{path}: not a path inside the export")
@@ -361,13 +367,15 @@ class _FileWriter:
             raise ValueError(f"{relative} written twice")
         self.digests[relative] = ""
         self.bytes += len(data)
-        self._pending.append(self._pool.submit(self._write, target, relative, data))
+        self._pending.append(self._pool.submit(self._write, target, relative, data, sha256))
         self._drain(_IN_FLIGHT)
 
-    def _write(self, target: Path, relative: str, data: bytes) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
+    def _write(self, target: Path, relative: str, data: bytes, sha256: str | None) -> None:
+        if target.parent not in self._folders:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(target.parent)
         target.write_bytes(data)
-        self.digests[relative] = hashlib.sha256(data).hexdigest()
+        self.digests[relative] = sha256 or hashlib.sha256(data).hexdigest()
 
     def _drain(self, keep: int) -> None:
         while len(self._pending) > keep:

@@ -160,7 +160,8 @@ class YoloWriter:
             else:
                 values = polygon(obj, width, height)
             lines.append(" ".join([str(self.index[obj["category"]]), *map(_number, values)]))
-        self.ctx.write(Path("images", frame.split, f"{frame.stem}.png"), frame.image("rgb"))
+        image = Path("images", frame.split, f"{frame.stem}.png")
+        self.ctx.write(image, frame.image("rgb"), frame.checksum("rgb"))
         text = "".join(f"{line}\n" for line in lines)
         self.ctx.write(Path("labels", frame.split, f"{frame.stem}.txt"), text.encode())
         self.images[frame.split] = self.images.get(frame.split, 0) + 1

@@ -425,6 +425,31 @@ def dataset_report(batch: str) -> None:
     click.echo(str(path))
 
 
+@dataset.command("gap")
+@click.argument("batch")
+@click.argument("real")
+@click.option("--model", help="Show this model's per-slice metrics on both sides.")
+def dataset_gap(batch: str, real: str, model: str | None) -> None:
+    """The domain gap between synthetic BATCH and real dataset REAL: a distance per
+    distribution (Wasserstein, KS) and the HTML page with the plots; print its path."""
+    from dagster_project.console import fail, table
+    from vario.batch.spec import checked_batch
+    from vario.quality.gap import domain_gap
+
+    try:
+        checked_batch(batch), checked_batch(real), model and checked_batch(model)
+        gap = domain_gap(_store(), batch, real, model)
+    except ValueError as exc:
+        fail(str(exc))
+    rows = [
+        (d.name, d.unit, f"{d.wasserstein:.4g}", f"{d.ks:.3f}", f"{d.ks_p:.3g}")
+        for d in gap.distances
+    ]
+    table(rows, ("distribution", "unit", "Wasserstein", "KS", "KS p"))
+    click.echo(f"categories: total variation distance {gap.categories:.3f}")
+    click.echo(str(gap.report))
+
+
 @main.command("export")
 @click.argument("batch")
 @click.option(
@@ -441,8 +466,14 @@ def dataset_report(batch: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Augmentations (YAML: transforms, copies, seed), applied with albumentations.",
 )
+@click.option(
+    "--link/--copy",
+    default=False,
+    show_default=True,
+    help="Images as hard links into the data folder's read-only image cache, or as copies.",
+)
 @click.option("--force", is_flag=True, help="Export even if an ERROR dataset test failed.")
-def export(batch, fmt, out, where, split, split_seed, frames, task, augment, force) -> None:
+def export(batch, fmt, out, where, split, split_seed, frames, task, augment, link, force) -> None:
     """Export BATCH, or the slice --where selects, in a training format (docs/exports.md).
 
     Frames are split by job (never one video in two splits); the folder appears only when
@@ -483,6 +514,7 @@ def export(batch, fmt, out, where, split, split_seed, frames, task, augment, for
                 options=options,
                 on_job=lambda done, total: bar.update(task_id, completed=done, total=total),
                 augment=augment,
+                link=link,
             )
     except ExportRequestError as exc:
         fail(str(exc))
@@ -516,6 +548,97 @@ def query(sql: str, max_rows: int) -> None:
         fail(f"vario query: {exc}")
     except duckdb.Error as exc:
         fail(str(exc).splitlines()[0])
+
+
+def _model_tests_file(dataset: str) -> Path | None:
+    """The dataset's model tests: ``<templates>/<template>.model_tests.yaml`` (a batch's
+    template, or a real dataset's name), if there is one."""
+    from generators.settings import settings
+
+    store = _store()
+    template = (store.spec(dataset).template or dataset) if dataset in store.batches() else dataset
+    path = settings().templates_dir / f"{template}.model_tests.yaml"
+    return path if path.exists() else None
+
+
+@main.command("eval")
+@click.argument("model")
+@click.argument("dataset")
+@click.option(
+    "--tests",
+    "tests_file",
+    type=SPEC,
+    help="Slices and model tests (YAML); default batch_templates/<template>.model_tests.yaml.",
+)
+def evaluate(model: str, dataset: str, tests_file: Path | None) -> None:
+    """Evaluate MODEL's predictions on DATASET per slice and run the model tests: a table of
+    slice, metric, value, threshold and result; exit 1 if an ERROR test fails."""
+    from dagster_project.console import fail, out, table
+    from generators.params import FieldErrors
+    from vario.batch.spec import checked_batch
+    from vario.evaluate.run import EvaluationError, evaluate_model
+    from vario.evaluate.slices import EvaluationSpec, load_spec
+
+    try:
+        checked_batch(model), checked_batch(dataset)
+        path = tests_file or _model_tests_file(dataset)
+        spec = load_spec(path) if path else EvaluationSpec()
+        result = evaluate_model(_store(), model, dataset, spec)
+    except FieldErrors as exc:
+        fail("; ".join(exc.messages))
+    except (EvaluationError, ValueError) as exc:
+        fail(str(exc))
+    rows = [
+        (name, f"{m.map:.3f}", f"{m.ap50:.3f}", f"{m.ap75:.3f}", f"{m.recall:.3f}", m.objects)
+        for name, m in result.metrics.items()
+    ]
+    table(rows, ("slice", "mAP", "AP50", "AP75", "recall", "objects"), title="metrics")
+    if result.tests:
+        tests = [
+            (
+                t.slice,
+                t.metric,
+                f"{t.value:.3f}",
+                f"{t.op} {t.threshold:g}",
+                "pass" if t.passed else "FAIL",
+                t.severity,
+            )
+            for t in result.tests
+        ]
+        table(
+            tests,
+            ("slice", "metric", "value", "threshold", "result", "severity"),
+            title="model tests",
+        )
+    out.print(f"evaluation {result.id}: {result.folder}")
+    if not result.passed:
+        sys.exit(1)
+
+
+@main.command("regenerate")
+@click.option("--evaluation", "evaluation_id", required=True, help="The evaluation's id.")
+@click.option("--slice", "slice_name", required=True, help="The failing slice.")
+@click.option("--jobs", type=click.IntRange(1), required=True, help="Jobs in the new batch.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Spec file to write.")
+def regenerate_cmd(evaluation_id: str, slice_name: str, jobs: int, out: Path | None) -> None:
+    """Write a batch spec that samples the parameter region behind a failing slice
+    (docs/evaluation.md); run it with ``vario batch run``."""
+    import yaml
+
+    from dagster_project import console
+    from generators.labels.archive import write_atomic
+    from vario.evaluate.regenerate import regenerate
+    from vario.evaluate.run import EvaluationError
+
+    try:
+        spec = regenerate(_store(), evaluation_id, slice_name, jobs)
+    except (EvaluationError, ValueError) as exc:
+        console.fail(str(exc).splitlines()[0])
+    target = out or Path(f"{spec['name']}.yaml")
+    write_atomic(target, yaml.safe_dump(spec, sort_keys=False).encode())
+    console.out.print(
+        f"{target}: {jobs} jobs of {spec['generator']} ({spec['provenance']['method']})"
+    )
 
 
 @main.command("ui")

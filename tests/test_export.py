@@ -189,6 +189,70 @@ def test_an_export_killed_outright_leaves_nothing_once_run_again(batch, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "coco"]
 
 
+_KILLED_MIDWAY = """
+import os, signal, sys
+from pathlib import Path
+from vario.export import run
+from vario.export.coco import CocoWriter
+from vario.store.layout import DataStore
+
+added, original = [], CocoWriter.add
+def add(self, frame):
+    added.append(frame)
+    if len(added) == 12:  # some images written, the export not done: killed, no cleanup
+        self.ctx.write.__self__._drain(0)  # the writes queued so far reach the disk first
+        os.kill(os.getpid(), signal.SIGKILL)
+    original(self, frame)
+CocoWriter.add = add
+run.export_batch(DataStore(Path(sys.argv[1])), "exp", "coco", Path(sys.argv[2]))
+"""
+
+
+def test_an_export_killed_midway_resumes_without_writing_its_images_again(batch, tmp_path):
+    out = tmp_path / "coco"
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_MIDWAY, str(batch.store.root), str(out)], timeout=300
+    )
+    assert killed.returncode == -9 and not out.exists()
+    (partial,) = tmp_path.glob(".coco.partial-*")
+    cut, *whole = sorted(partial.rglob("*.png"))
+    assert whole  # images were written before the kill
+    cut.write_bytes(cut.read_bytes()[:100])  # as a write the kill cut short leaves it
+    written = {p.relative_to(partial): p.stat().st_mtime_ns for p in whole}
+    summary = run.export_batch(batch.store, "exp", "coco", out)
+    assert sum(summary.frames.values()) == 21 and list(tmp_path.iterdir()) == [out]
+    kept = {name: (out / name).stat().st_mtime_ns for name in written}
+    assert kept == written  # taken over whole, not written again; the cut one written again
+    fresh = run.export_batch(batch.store, "exp", "coco", tmp_path / "fresh")
+    assert _files(out) == _files(fresh.out)
+
+
+def _files(folder) -> dict:
+    """Every file's bytes but the manifest's and the COCO ``info`` (they hold the time)."""
+    found = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "export.json"):
+        data = path.read_bytes()
+        if path.suffix == ".json":
+            data = {k: v for k, v in json.loads(data).items() if k != "info"}
+        found[path.relative_to(folder).as_posix()] = data
+    return found
+
+
+def test_linked_exports_share_one_read_only_copy_of_each_image(batch, tmp_path):
+    first = run.export_batch(batch.store, "exp", "coco", tmp_path / "a", link=True)
+    second = run.export_batch(batch.store, "exp", "yolo", tmp_path / "b", link=True)
+    cache = batch.store.root / "cache" / "images"
+    for summary in (first, second):
+        for image in summary.out.rglob("*.png"):
+            digest = hashlib.sha256(image.read_bytes()).hexdigest()
+            cached = cache / digest[:2] / f"{digest}.png"
+            assert image.stat().st_ino == cached.stat().st_ino  # a link, not a copy
+            assert not cached.stat().st_mode & 0o222  # read-only: nobody edits it in place
+    copied = run.export_batch(batch.store, "exp", "coco", tmp_path / "c")
+    assert _files(copied.out) == _files(first.out)  # the same export, linked or copied
+    assert all(p.stat().st_nlink == 1 for p in copied.out.rglob("*.png"))
+
+
 def _vario(env: dict, *args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "dagster_project.cli", "export", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

@@ -7,7 +7,9 @@ job's archive open while its frames are written; image files are written on a th
 The export is written under a temporary name beside ``out`` and renamed once complete, with
 ``export.json`` (what was asked, with any augmentation spec's content, the counts, the
 catalog) and ``checksums.sha256`` (every file, ``sha256sum -c`` reads it). The same request
-again finds ``export.json`` and does nothing; another request for the same folder is refused.
+again finds ``export.json`` and does nothing; another request for the same folder is refused;
+the same request after one killed outright takes its temporary folder over and resumes.
+With ``link``, archive images are hard links into the data folder's image cache.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import importlib
 import json
 import os
 import shutil
+import threading
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -50,6 +53,7 @@ FORMATS = {
     "hf": "vario.export.hf:HuggingFaceWriter",
 }
 MANIFEST = "export.json"
+_REQUEST = ".request.json"  # in the temporary folder: which request it is being made for
 CHECKSUMS = "checksums.sha256"
 _IN_FLIGHT = 64  # image writes queued at most: memory holds a few dozen images
 
@@ -86,10 +90,14 @@ def export_batch(
     options: dict | None = None,
     on_job: Callable[[int, int], None] | None = None,
     augment: Path | None = None,
+    link: bool = False,
 ) -> ExportSummary:
     """Export ``batch`` as ``fmt`` into ``out`` (which must not exist, or hold this very
     export), each frame augmented as the spec in ``augment`` asks (``vario.export.augment``).
-    Raises ``ExportRequestError`` for a request that cannot run, before any work."""
+    With ``link``, images as stored in the archives are hard links into the data folder's
+    image cache (``cache/images``: one read-only copy of each, shared by every linked export)
+    instead of copies. Raises ``ExportRequestError`` for a request that cannot run, before
+    any work."""
     selection = Selection(where, frames, split or Selection().split, split_seed)
     cls, options = writer_class(fmt), dict(options or {})
     spec = aug.load_spec(augment) if augment is not None else None
@@ -116,16 +124,14 @@ def export_batch(
     done = _existing(out, request)
     if done is not None:
         return done
+    cache = _link_cache(store, out) if link else None
     con = sandbox.connection(store)
     _check_slice(con, selection)
     jobs = _rendered_jobs(con, batch)
     splits = assign_splits(jobs, selection.split, split_seed)
-    _remove_stale_partials(out)
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    partial = _partial(out, request)
     try:
-        with _FileWriter(partial) as files:
+        with _FileWriter(partial, cache) as files:
             ctx = ExportContext(
                 out=partial,
                 batch=batch,
@@ -156,6 +162,7 @@ def export_batch(
             files.bytes,
             writer=reported,
         )
+        (partial / _REQUEST).unlink()
         _write_manifest(partial, request, summary, files.digests)
         os.replace(partial, out)
     finally:
@@ -163,13 +170,40 @@ def export_batch(
     return summary
 
 
-def _remove_stale_partials(out: Path) -> None:
-    """Remove what exports into ``out`` killed outright (no ``finally`` ran) left: temporary
-    folders named by a process id that no longer runs."""
+def _partial(out: Path, request: dict) -> Path:
+    """This process's temporary folder for ``out``. What exports into ``out`` killed outright
+    (no ``finally`` ran) left is removed: folders named by a process id that no longer runs;
+    one that was making this very request is taken over instead, so the export resumes: the
+    images it wrote whole are not written again (``_FileWriter``)."""
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    wanted = json.dumps(request, sort_keys=True, default=str)
     for folder in out.parent.glob(f".{glob.escape(out.name)}.partial-*"):
         pid = folder.name.rsplit("-", 1)[1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        recorded = folder / _REQUEST
+        if not partial.exists() and recorded.exists() and recorded.read_text() == wanted:
+            os.replace(folder, partial)
+        else:
             shutil.rmtree(folder, ignore_errors=True)
+    partial.mkdir(parents=True, exist_ok=True)
+    (partial / _REQUEST).write_text(wanted)
+    return partial
+
+
+def _link_cache(store: DataStore, out: Path) -> Path:
+    """The image cache that ``--link`` exports link into; hard links cannot cross
+    filesystems, so ``out`` must be on the data folder's."""
+    cache = store.root / "cache" / "images"
+    cache.mkdir(parents=True, exist_ok=True)
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if existing.stat().st_dev != cache.stat().st_dev:
+        raise ExportRequestError(
+            f"--link: {out} is on another filesystem than the data folder {store.root}; "
+            "hard links cannot cross filesystems (use --copy)"
+        )
+    return cache
 
 
 def _alive(pid: int) -> bool:
@@ -338,10 +372,16 @@ class _Counts:
 class _FileWriter:
     """Writes files under the export's folder on a few threads, at most ``_IN_FLIGHT``
     queued, each hashed (SHA-256) as it is written unless its digest is known; the first
-    error is raised."""
+    error is raised.
 
-    def __init__(self, root: Path):
+    A file whose digest is known (an archive's image, ``ExportFrame.checksum``) is not
+    written again when a resumed export finds it whole (its size), and with a ``cache`` it
+    is a hard link to the cache's read-only copy (``<cache>/<digest[:2]>/<digest><suffix>``,
+    made once, under a temporary name then renamed)."""
+
+    def __init__(self, root: Path, cache: Path | None = None):
         self.root = root
+        self.cache = cache
         self.digests: dict[str, str] = {}
         self.bytes = 0
         self._pool = ThreadPoolExecutor(max_workers=4)
@@ -371,11 +411,33 @@ class _FileWriter:
         self._drain(_IN_FLIGHT)
 
     def _write(self, target: Path, relative: str, data: bytes, sha256: str | None) -> None:
-        if target.parent not in self._folders:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._folders.add(target.parent)
-        target.write_bytes(data)
-        self.digests[relative] = sha256 or hashlib.sha256(data).hexdigest()
+        self._folder(target.parent)
+        if sha256 is None:
+            target.write_bytes(data)
+            self.digests[relative] = hashlib.sha256(data).hexdigest()
+            return
+        if not (target.exists() and target.stat().st_size == len(data)):  # not resumed whole
+            if self.cache is None:
+                target.write_bytes(data)
+            else:
+                target.unlink(missing_ok=True)
+                os.link(self._cached(sha256, target.suffix, data), target)
+        self.digests[relative] = sha256
+
+    def _cached(self, sha256: str, suffix: str, data: bytes) -> Path:
+        cached = self.cache / sha256[:2] / f"{sha256}{suffix}"
+        if not cached.exists():
+            self._folder(cached.parent)
+            temporary = cached.with_name(f".{cached.name}.{os.getpid()}-{threading.get_ident()}")
+            temporary.write_bytes(data)
+            temporary.chmod(0o444)  # shared by every linked export: nobody edits it in place
+            os.replace(temporary, cached)
+        return cached
+
+    def _folder(self, folder: Path) -> None:
+        if folder not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
 
     def _drain(self, keep: int) -> None:
         while len(self._pending) > keep:

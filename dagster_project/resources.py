@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets_defs.evaluation import ModelTestsResource
 from assets_defs.quality import DatasetTestsResource
 from assets_defs.storage import StorageResource
 from generators.settings import Settings, settings
@@ -37,3 +38,8 @@ def resolved_storage() -> StorageResource:
 def dataset_tests() -> DatasetTestsResource:
     """Tests files from the templates folder (``VARIO_TEMPLATES_DIR``)."""
     return DatasetTestsResource(templates=_setting(settings(), "templates_dir"))
+
+
+def model_tests() -> ModelTestsResource:
+    """Model tests files from the templates folder (``VARIO_TEMPLATES_DIR``)."""
+    return ModelTestsResource(templates=_setting(settings(), "templates_dir"))

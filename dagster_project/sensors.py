@@ -1,9 +1,10 @@
 """Sensors: specs dropped in the inbox become partitions and runs; finished batches refresh
-the dataset."""
+the dataset; (when switched on) failed model tests become targeted batches."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from assets_defs.storage import StorageResource
 from generators.settings import settings
 from vario.batch.plan import SHARD_SEPARATOR, Plan, plan
 from vario.batch.spec import BatchSpec, SpecError, load_spec
+from vario.evaluate.regenerate import regenerate
+from vario.evaluate.run import EvaluationError
 from vario.store.layout import DataStore
 
 INTERVAL = settings().sensor_interval
@@ -185,3 +188,46 @@ def batch_complete_sensor(context: dg.SensorEvaluationContext):
             yield dg.RunRequest(
                 run_key=f"release:{state}", job_name=release_job.name, partition_key=batch
             )
+
+
+@dg.sensor(
+    minimum_interval_seconds=INTERVAL,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description=(
+        "Off by default. For every recorded model evaluation with a failed ERROR model test, "
+        "writes a targeted batch spec (vario regenerate: the parameter region behind the "
+        "failing slice, as many jobs as the evaluated batch) into the inbox, once per "
+        "evaluation and slice; the inbox sensor then plans and runs it like any spec."
+    ),
+)
+def regenerate_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
+    """Targeted batches for failing slices, once each (the cursor lists what was submitted)."""
+    store = storage.store
+    done = set(filter(None, (context.cursor or "").split(",")))
+    for summary in sorted(store.root.glob("evaluations/*/*/evaluation=*/evaluation.json")):
+        evaluation = json.loads(summary.read_text())
+        dataset = evaluation["inputs"]["dataset"]
+        if evaluation["passed"] or dataset not in store.batches():
+            continue
+        failing = sorted(
+            {
+                t["slice"]
+                for t in evaluation["tests"]
+                if t["severity"] == "ERROR" and not t["passed"]
+            }
+        )
+        for slice_name in failing:
+            key = f"{evaluation['id']}:{slice_name}"
+            if key in done:
+                continue
+            jobs = store.spec(dataset).job_count
+            try:
+                spec = regenerate(store, evaluation["id"], slice_name, jobs)
+            except (EvaluationError, ValueError) as exc:
+                context.log.warning(f"{key}: no targeted batch: {exc}")
+            else:
+                store.submit_spec(spec)
+                context.log.info(f"{key}: submitted {spec['name']}")
+            done.add(key)
+    context.update_cursor(",".join(sorted(done)))
+    return dg.SkipReason("targeted batches go through the inbox")

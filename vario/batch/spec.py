@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from generators.params import FieldErrors, load_yaml_model
 from generators.settings import settings
@@ -79,6 +79,20 @@ class BatchSpec(BaseModel):
     max_failure_rate: float = Field(
         0.1, ge=0, le=1, description="Share of failed jobs a shard tolerates."
     )
+    provenance: dict[str, str] | None = Field(
+        None,
+        description="Where a generated spec came from (``vario regenerate``: the evaluation, "
+        "the slice, the model, the dataset, the method).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_provenance(self, handler) -> dict[str, Any]:
+        """A spec without provenance serialises as before the field existed, so recorded
+        batches compare equal to their resubmitted specs."""
+        data = handler(self)
+        if data.get("provenance") is None:
+            data.pop("provenance", None)
+        return data
 
     @model_validator(mode="after")
     def _one_source(self) -> BatchSpec:

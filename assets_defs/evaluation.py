@@ -1,0 +1,131 @@
+"""Model evaluation as Dagster assets: a model's predictions scored per slice, its model unit
+tests as blocking checks, and the release they guard.
+
+``model_evaluation`` (partition: model x dataset) runs ``vario.evaluate.run.evaluate_model``
+(the same code as ``vario eval``) with the dataset's model tests
+(``<templates>/<template>.model_tests.yaml``). Its two checks hold the model tests by
+severity: ``model_tests_error`` blocks, so ``model_release`` in the same run does not
+materialise when an ERROR test fails. Models and datasets become partitions when their
+predictions are ingested (``vario ingest predictions``) or evaluated (``vario eval``).
+"""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from assets_defs.storage import StorageResource
+from generators.labels.archive import write_atomic
+from vario.evaluate.run import evaluate_model
+from vario.evaluate.slices import EvaluationSpec, load_spec
+
+models = dg.DynamicPartitionsDefinition(name="models")
+datasets = dg.DynamicPartitionsDefinition(name="datasets")
+model_and_dataset = dg.MultiPartitionsDefinition({"model": models, "dataset": datasets})
+ERROR_CHECK, WARN_CHECK = "model_tests_error", "model_tests_warn"
+
+
+class ModelTestsResource(dg.ConfigurableResource):
+    """Where model tests files live: ``<templates>/<template>.model_tests.yaml``."""
+
+    templates: str
+
+    def for_dataset(self, storage: StorageResource, dataset: str) -> EvaluationSpec:
+        store = storage.store
+        template = dataset
+        if dataset in store.batches():
+            template = store.spec(dataset).template or dataset
+        path = Path(self.templates) / f"{template}.model_tests.yaml"
+        return load_spec(path) if path.exists() else EvaluationSpec()
+
+
+def _described(severity: str) -> str:
+    return (
+        f"Every {severity} model test of the dataset's model tests file holds: a metric of a "
+        "slice (mAP, AP50, AP75, AR, precision, recall) against its threshold. Metadata lists "
+        "each test's value; a failure names the tests that failed."
+    )
+
+
+@dg.asset(
+    partitions_def=model_and_dataset,
+    group_name="evaluation",
+    kinds={"parquet"},
+    deps=["model_predictions"],
+    check_specs=[
+        dg.AssetCheckSpec(
+            ERROR_CHECK, asset="model_evaluation", blocking=True, description=_described("ERROR")
+        ),
+        dg.AssetCheckSpec(WARN_CHECK, asset="model_evaluation", description=_described("WARN")),
+    ],
+)
+def model_evaluation(
+    context: dg.AssetExecutionContext, storage: StorageResource, model_tests: ModelTestsResource
+):
+    """A model's current predictions on a dataset, evaluated per slice (COCO metrics with
+    faster-coco-eval), recorded under ``evaluations/``; its model tests as checks."""
+    keys = context.partition_key.keys_by_dimension
+    model, dataset = keys["model"], keys["dataset"]
+    spec = model_tests.for_dataset(storage, dataset)
+    result = evaluate_model(storage.store, model, dataset, spec)
+    metadata: dict = {
+        "evaluation": result.id,
+        "folder": dg.MetadataValue.path(str(result.folder)),
+        "unchanged": result.up_to_date,
+    }
+    for name, m in result.metrics.items():
+        for metric in ("map", "ap50", "recall"):
+            value = getattr(m, metric)
+            if value == value:  # NaN (no truth in the slice) is not plotted
+                metadata[f"{name}/{metric}"] = float(value)
+    yield dg.MaterializeResult(metadata=metadata)
+    for check, severity in ((ERROR_CHECK, "ERROR"), (WARN_CHECK, "WARN")):
+        tests = [t for t in result.tests if t.severity == severity]
+        failed = [t.name for t in tests if not t.passed]
+        yield dg.AssetCheckResult(
+            check_name=check,
+            passed=not failed,
+            severity=dg.AssetCheckSeverity.ERROR
+            if severity == "ERROR"
+            else dg.AssetCheckSeverity.WARN,
+            metadata={
+                "failed": dg.MetadataValue.json(failed),
+                **{t.name: float(t.value) for t in tests if t.value == t.value},
+            },
+        )
+
+
+@dg.asset(
+    partitions_def=model_and_dataset,
+    group_name="evaluation",
+    kinds={"json"},
+    deps=[model_evaluation],
+)
+def model_release(context: dg.AssetExecutionContext, storage: StorageResource):
+    """The model released for the dataset: ``releases/<model>/<dataset>.json`` names the
+    evaluation it passed. It materialises only when no ERROR model test failed."""
+    keys = context.partition_key.keys_by_dimension
+    model, dataset = keys["model"], keys["dataset"]
+    store = storage.store
+    recorded = sorted(
+        (store.root / "evaluations" / f"model={model}" / f"dataset={dataset}").glob(
+            "evaluation=*/evaluation.json"
+        ),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not recorded:
+        raise dg.Failure(f"{model} was never evaluated on {dataset}", allow_retries=False)
+    summary = json.loads(recorded[-1].read_text())
+    if not summary["passed"]:
+        raise dg.Failure(f"{model} failed ERROR model tests on {dataset}", allow_retries=False)
+    target = store.root / "releases" / model / f"{dataset}.json"
+    release = {"model": model, "dataset": dataset, "evaluation": summary["id"]}
+    write_atomic(target, json.dumps(release, indent=2).encode())
+    return dg.MaterializeResult(metadata={"evaluation": summary["id"], "release": str(target)})
+
+
+evaluation_job = dg.define_asset_job(
+    "model_evaluation_job", selection=[model_evaluation, model_release]
+)
+
+defs = dg.Definitions(assets=[model_evaluation, model_release], jobs=[evaluation_job])

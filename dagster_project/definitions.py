@@ -5,17 +5,28 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets_defs import batches, exports, quality, samples
+from assets_defs import batches, evaluation, exports, ingest, quality, samples
 from dagster_project import resources, schedules, sensors
 
 defs = dg.Definitions.merge(
     batches.defs,
+    evaluation.defs,
     exports.defs,
+    ingest.defs,
     quality.defs,
     samples.defs,
     dg.Definitions(
-        sensors=[sensors.inbox_sensor, sensors.batch_complete_sensor, schedules.catalog_sensor],
+        sensors=[
+            sensors.inbox_sensor,
+            sensors.batch_complete_sensor,
+            sensors.regenerate_sensor,
+            schedules.catalog_sensor,
+        ],
         schedules=[schedules.nightly_batch],
-        resources={"storage": resources.storage(), "dataset_tests": resources.dataset_tests()},
+        resources={
+            "storage": resources.storage(),
+            "dataset_tests": resources.dataset_tests(),
+            "model_tests": resources.model_tests(),
+        },
     ),
 )

@@ -201,3 +201,30 @@ def run_batch(
     # the dataset tests as the release recorded them: this run's, or an earlier run's
     outcome.checks = quality.recorded_results(resource.store, batch) or []
     return outcome
+
+
+def run_asset_job(
+    job_name: str,
+    partition_key: str | dg.MultiPartitionKey,
+    dynamic: dict[str, str],
+    run_config: dict,
+    *,
+    verbose: bool = False,
+) -> dg.ExecuteInProcessResult:
+    """One asset job, in process, against the project's instance, so the run, its events and
+    its checks are in the UI as if the daemon had launched it. ``dynamic`` gives the key
+    each dynamic partition set needs (``{"models": "yolo", "datasets": "demo"}``): missing
+    ones are added first. A run that fails raises the step's own error (an ingestion's
+    validation error, say), not Dagster's wrapper."""
+    dagster_home()
+    instance = dg.DagsterInstance.get()
+    for name, key in dynamic.items():
+        if not instance.has_dynamic_partition(name, key):
+            instance.add_dynamic_partitions(name, [key])
+    config = {**console_run_config("DEBUG" if verbose else "CRITICAL"), **run_config}
+    try:
+        return defs.resolve_job_def(job_name).execute_in_process(
+            run_config=config, instance=instance, partition_key=partition_key
+        )
+    except dg.DagsterExecutionStepExecutionError as exc:
+        raise exc.user_exception from None

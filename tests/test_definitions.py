@@ -27,13 +27,19 @@ def test_definitions_load_with_every_domain():
         "batch_dataset",
         "batch_export",
         "dataset_export",
+        "real_dataset",
+        "model_predictions",
+        "model_evaluation",
+        "model_release",
     }
     jobs = {"batch_manifest_job", "render_shard_job", "dataset_job", "release_job"}
-    jobs |= {"dataset_export_job"}
+    jobs |= {"dataset_export_job", "ingest_dataset_job", "ingest_predictions_job"}
+    jobs |= {"model_evaluation_job"}
     assert jobs <= {j.name for j in defs.resolve_all_job_defs()}
     assert {s.name for s in defs.sensors} == {
         "inbox_sensor",
         "batch_complete_sensor",
+        "regenerate_sensor",
         "catalog_sensor",
     }
 

@@ -450,6 +450,103 @@ def dataset_gap(batch: str, real: str, model: str | None) -> None:
     click.echo(str(gap.report))
 
 
+@main.group()
+def ingest() -> None:
+    """Bring in real datasets (COCO) and model predictions (docs/real-data.md)."""
+
+
+def _ingest_progress(bar, label: str):
+    """An ``on_progress`` for ``vario.ingest`` that keeps one bar per step."""
+    tasks: dict[str, int] = {}
+
+    def update(step: str, done: int, total: int | None) -> None:
+        if step not in tasks:
+            tasks[step] = bar.add_task(f"{label}: {step}", total=total, note="")
+        bar.update(tasks[step], completed=done, total=total)
+
+    return update
+
+
+@ingest.command("dataset")
+@click.argument("name")
+@click.option(
+    "--annotations",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The COCO instances JSON.",
+)
+@click.option(
+    "--images",
+    "images_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The folder the JSON's file names are relative to.",
+)
+@click.option(
+    "--map",
+    "map_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML: the file's category names to catalog categories (null: leave out).",
+)
+def ingest_dataset(name: str, annotations: Path, images_dir: Path, map_file: Path | None) -> None:
+    """Ingest a COCO dataset as real dataset NAME: a new version when the files changed,
+    nothing when they did not. Exit 2, writing nothing, for bad input."""
+    from dagster_project.console import fail, progress
+    from dagster_project.console import out as console
+    from vario.ingest.common import IngestError
+    from vario.ingest.real import ingest_coco_dataset, load_category_map
+
+    store = _store()
+    try:
+        mapping = load_category_map(map_file) if map_file else None
+        with progress() as bar:
+            summary = ingest_coco_dataset(
+                store,
+                name,
+                annotations,
+                images_dir,
+                category_map=mapping,
+                on_progress=_ingest_progress(bar, name),
+            )
+    except IngestError as exc:
+        fail(str(exc))
+    console.print(summary.line(), markup=False)
+
+
+@ingest.command("predictions")
+@click.argument("model")
+@click.argument("dataset_name", metavar="DATASET")
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--images",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="COCO results on a batch: the COCO JSON of the Vario export the model saw.",
+)
+def ingest_predictions_cmd(
+    model: str, dataset_name: str, source: Path, images: Path | None
+) -> None:
+    """Ingest MODEL's predictions on DATASET (a batch or a real dataset) from SOURCE: COCO
+    results JSON or Parquet. Exit 2, writing nothing, if any row is bad."""
+    from dagster_project.console import fail, progress
+    from dagster_project.console import out as console
+    from vario.ingest.common import IngestError
+    from vario.ingest.predictions import ingest_predictions
+
+    try:
+        with progress() as bar:
+            summary = ingest_predictions(
+                _store(),
+                model,
+                dataset_name,
+                source,
+                images=images,
+                on_progress=_ingest_progress(bar, f"{model} on {dataset_name}"),
+            )
+    except IngestError as exc:
+        fail(str(exc))
+    console.print(summary.line(), markup=False)
+
+
 @main.command("export")
 @click.argument("batch")
 @click.option(

@@ -63,7 +63,7 @@ def _predictions(storage, tmp_path, where: str = "TRUE", name: str = "p.parquet"
 def _occluded_share(storage) -> float:
     return (
         sandbox.connection(storage.store)
-        .sql("SELECT avg((occlusion > 0.5)::INT) FROM objects")
+        .execute("SELECT avg((occlusion > 0.5)::INT) FROM objects")
         .fetchone()[0]
     )
 

@@ -2,21 +2,29 @@
 
 ``real_dataset`` (partition: the dataset's name) brings a COCO-format dataset in beside the
 synthetic data; ``model_predictions`` (partitions: model x dataset) a model's predictions on a
-batch or a real dataset. Both call ``vario.ingest`` (the same code as ``vario ingest``), which
-validates everything before writing, writes a new version only when the input changed, and
-leaves the earlier versions queryable. The paths come as run config.
+batch or a real dataset. Both call ``vario.ingest``, which validates everything before
+writing, writes a new version only when the input changed, and leaves the earlier versions
+queryable. The paths come as run config. ``vario ingest`` runs these same assets in process
+(``dagster_project.local_run.run_asset_job``) and shows their progress through
+``progress_sink``; the run's event log gets a line per step.
 """
 
+import time
+from contextvars import ContextVar
 from pathlib import Path
 
 import dagster as dg
-import yaml
 from pydantic import Field
 
 from assets_defs.evaluation import datasets, model_and_dataset
 from assets_defs.storage import StorageResource
+from vario.ingest.common import IngestSummary, Progress
 from vario.ingest.predictions import ingest_predictions
-from vario.ingest.real import ingest_coco_dataset
+from vario.ingest.real import ingest_coco_dataset, load_category_map
+
+# where a run executed in this process also reports progress (the CLI's progress bars)
+progress_sink: ContextVar[Progress | None] = ContextVar("progress_sink", default=None)
+_LOG_EVERY = 10.0  # seconds between progress lines in the run's event log
 
 
 class RealDatasetConfig(dg.Config):
@@ -34,17 +42,34 @@ class PredictionsConfig(dg.Config):
     )
 
 
-def _metadata(summary) -> dict:
-    """Every plain field of an ingestion's summary, for the UI."""
-    shown = {}
-    for name, value in vars(summary).items():
-        if isinstance(value, bool | int | float | str):
-            shown[name] = value
-        elif isinstance(value, Path):
-            shown[name] = dg.MetadataValue.path(str(value))
-        elif isinstance(value, dict | list):
-            shown[name] = dg.MetadataValue.json(value)
-    return shown
+def _progress(context: dg.AssetExecutionContext) -> Progress:
+    """Progress to the run's event log (a line per step at most every ``_LOG_EVERY`` s, and
+    at its end) and to the ``progress_sink`` of this process, if any."""
+    sink, logged = progress_sink.get(), {}
+
+    def report(step: str, done: int, total: int | None) -> None:
+        if sink is not None:
+            sink(step, done, total)
+        now = time.monotonic()
+        if done == total or now - logged.get(step, 0.0) >= _LOG_EVERY:
+            logged[step] = now
+            context.log.info(f"{step}: {done:,}{f' of {total:,}' if total else ''}")
+
+    return report
+
+
+def _result(summary: IngestSummary) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        metadata={
+            "summary": summary.line(),
+            "version": summary.version,
+            "folder": dg.MetadataValue.path(str(summary.folder)),
+            "rows": summary.rows,
+            "objects": summary.objects,
+            "skipped": dg.MetadataValue.json(summary.skipped),
+            "unchanged": summary.up_to_date,
+        }
+    )
 
 
 @dg.asset(partitions_def=datasets, group_name="evaluation", kinds={"parquet"})
@@ -53,18 +78,18 @@ def real_dataset(
 ):
     """A real dataset in COCO format, ingested beside the synthetic data: its images stored
     by content, its labels as a new version of the ``frames`` and ``objects`` tables (the
-    views show the current one; ``real_frames`` and ``real_objects`` every one)."""
-    mapping = None
-    if config.category_map:
-        mapping = yaml.safe_load(Path(config.category_map).read_text()) or {}
+    views show the current one; ``real_frames`` and ``real_objects`` every one). A failure
+    names the rows that were refused; nothing was written."""
+    mapping = load_category_map(Path(config.category_map)) if config.category_map else None
     summary = ingest_coco_dataset(
         storage.store,
         context.partition_key,
         Path(config.annotations),
         Path(config.images),
         category_map=mapping,
+        on_progress=_progress(context),
     )
-    return dg.MaterializeResult(metadata=_metadata(summary))
+    return _result(summary)
 
 
 @dg.asset(partitions_def=model_and_dataset, group_name="evaluation", kinds={"parquet"})
@@ -72,7 +97,8 @@ def model_predictions(
     context: dg.AssetExecutionContext, config: PredictionsConfig, storage: StorageResource
 ):
     """A model's predictions on a dataset, validated row by row and stored as a version of
-    the ``predictions`` table, which ``model_evaluation`` scores."""
+    the ``predictions`` table, which ``model_evaluation`` scores. A failure names the rows
+    that were refused; nothing was written."""
     keys = context.partition_key.keys_by_dimension
     summary = ingest_predictions(
         storage.store,
@@ -80,8 +106,9 @@ def model_predictions(
         keys["dataset"],
         Path(config.source),
         images=Path(config.images) if config.images else None,
+        on_progress=_progress(context),
     )
-    return dg.MaterializeResult(metadata=_metadata(summary))
+    return _result(summary)
 
 
 ingest_dataset_job = dg.define_asset_job("ingest_dataset_job", selection=[real_dataset])

@@ -455,16 +455,33 @@ def ingest() -> None:
     """Bring in real datasets (COCO) and model predictions (docs/real-data.md)."""
 
 
-def _ingest_progress(bar, label: str):
-    """An ``on_progress`` for ``vario.ingest`` that keeps one bar per step."""
+def _ingest(job: str, partition, dynamic: dict[str, str], config: dict, label: str) -> None:
+    """Run an ingestion asset as a Dagster run in this process (the UI lists it), with a
+    progress bar per step; print its one-line summary, or exit 2 for bad input."""
+    from assets_defs.ingest import progress_sink
+    from dagster_project.console import fail, progress
+    from dagster_project.console import out as console
+    from dagster_project.local_run import run_asset_job
+    from vario.ingest.common import IngestError
+
     tasks: dict[str, int] = {}
+    try:
+        with progress() as bar:
 
-    def update(step: str, done: int, total: int | None) -> None:
-        if step not in tasks:
-            tasks[step] = bar.add_task(f"{label}: {step}", total=total, note="")
-        bar.update(tasks[step], completed=done, total=total)
+            def update(step: str, done: int, total: int | None) -> None:
+                if step not in tasks:
+                    tasks[step] = bar.add_task(f"{label}: {step}", total=total, note="")
+                bar.update(tasks[step], completed=done, total=total)
 
-    return update
+            token = progress_sink.set(update)
+            try:
+                result = run_asset_job(job, partition, dynamic, config)
+            finally:
+                progress_sink.reset(token)
+    except (IngestError, ValueError) as exc:
+        fail(str(exc))
+    (event,) = result.get_asset_materialization_events()
+    console.print(event.materialization.metadata["summary"].value, markup=False)
 
 
 @ingest.command("dataset")
@@ -489,28 +506,21 @@ def _ingest_progress(bar, label: str):
     help="YAML: the file's category names to catalog categories (null: leave out).",
 )
 def ingest_dataset(name: str, annotations: Path, images_dir: Path, map_file: Path | None) -> None:
-    """Ingest a COCO dataset as real dataset NAME: a new version when the files changed,
-    nothing when they did not. Exit 2, writing nothing, for bad input."""
-    from dagster_project.console import fail, progress
-    from dagster_project.console import out as console
-    from vario.ingest.common import IngestError
-    from vario.ingest.real import ingest_coco_dataset, load_category_map
+    """Ingest a COCO dataset as real dataset NAME (a Dagster run of ``real_dataset``): a new
+    version when the files changed, nothing when they did not. Exit 2, writing nothing, for
+    bad input."""
+    from dagster_project.console import fail
+    from vario.batch.spec import checked_batch
 
-    store = _store()
     try:
-        mapping = load_category_map(map_file) if map_file else None
-        with progress() as bar:
-            summary = ingest_coco_dataset(
-                store,
-                name,
-                annotations,
-                images_dir,
-                category_map=mapping,
-                on_progress=_ingest_progress(bar, name),
-            )
-    except IngestError as exc:
+        checked_batch(name)
+    except ValueError as exc:
         fail(str(exc))
-    console.print(summary.line(), markup=False)
+    config = {"annotations": str(annotations.absolute()), "images": str(images_dir.absolute())}
+    if map_file:
+        config["category_map"] = str(map_file.absolute())
+    run_config = {"ops": {"real_dataset": {"config": config}}}
+    _ingest("ingest_dataset_job", name, {"datasets": name}, run_config, name)
 
 
 @ingest.command("predictions")
@@ -526,25 +536,24 @@ def ingest_predictions_cmd(
     model: str, dataset_name: str, source: Path, images: Path | None
 ) -> None:
     """Ingest MODEL's predictions on DATASET (a batch or a real dataset) from SOURCE: COCO
-    results JSON or Parquet. Exit 2, writing nothing, if any row is bad."""
-    from dagster_project.console import fail, progress
-    from dagster_project.console import out as console
-    from vario.ingest.common import IngestError
-    from vario.ingest.predictions import ingest_predictions
+    results JSON or Parquet (a Dagster run of ``model_predictions``). Exit 2, writing
+    nothing, if any row is bad."""
+    import dagster as dg
+
+    from dagster_project.console import fail
+    from vario.batch.spec import checked_batch
 
     try:
-        with progress() as bar:
-            summary = ingest_predictions(
-                _store(),
-                model,
-                dataset_name,
-                source,
-                images=images,
-                on_progress=_ingest_progress(bar, f"{model} on {dataset_name}"),
-            )
-    except IngestError as exc:
+        checked_batch(model), checked_batch(dataset_name)
+    except ValueError as exc:
         fail(str(exc))
-    console.print(summary.line(), markup=False)
+    config = {"source": str(source.absolute())}
+    if images:
+        config["images"] = str(images.absolute())
+    partition = dg.MultiPartitionKey({"model": model, "dataset": dataset_name})
+    dynamic = {"models": model, "datasets": dataset_name}
+    run_config = {"ops": {"model_predictions": {"config": config}}}
+    _ingest("ingest_predictions_job", partition, dynamic, run_config, f"{model} on {dataset_name}")
 
 
 @main.command("export")

@@ -34,9 +34,8 @@ def data(tmp_path_factory):
     far = build_batch(root, {**BASE, "name": "far", "fixed": {**fixed, "camera_distance": 1.6}})
     out = root / "far-coco"
     export_batch(far.store, "far", "coco", out, split={"train": 1.0})
-    ingest_coco_dataset(
-        near.store, "far_real", out / "annotations" / "instances_train.json", out / "images" / "train"
-    )
+    annotations = out / "annotations" / "instances_train.json"
+    ingest_coco_dataset(near.store, "far_real", annotations, out / "images" / "train")
     return near
 
 

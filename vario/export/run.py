@@ -431,7 +431,12 @@ class _FileWriter:
             temporary = cached.with_name(f".{cached.name}.{os.getpid()}-{threading.get_ident()}")
             temporary.write_bytes(data)
             temporary.chmod(0o444)  # shared by every linked export: nobody edits it in place
-            os.replace(temporary, cached)
+            try:  # the first copy made stays: a link never replaces a name (os.replace would)
+                os.link(temporary, cached)
+            except FileExistsError:  # another thread or export cached the same image first
+                pass
+            finally:
+                temporary.unlink()
         return cached
 
     def _folder(self, folder: Path) -> None:

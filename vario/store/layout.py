@@ -7,12 +7,18 @@ batches/BATCH/spec.json      the accepted spec
 batches/BATCH/manifest.parquet   one row per job (job id, shard, seed, parameters)
 archives/BATCH/JOB_ID.zip    job archives (and JOB_ID.failed.json for failed jobs)
 tables/TABLE/batch=BATCH/SHARD.parquet   label tables, hive-partitioned by batch
+real/dataset=NAME/images/KEY.EXT          a real dataset's images, content-addressed
+real/dataset=NAME/version=V/{frames,objects}.parquet, categories.json   one ingested version
+real/dataset=NAME/current                 the current version V
+predictions/model=M/dataset=D/version=V/predictions.parquet   one ingested version
+predictions/model=M/dataset=D/current     the current version V
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +32,23 @@ from vario.batch.plan import Plan, read_manifest
 from vario.batch.spec import BatchSpec, SpecError, checked_batch
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+VERSION = re.compile(r"^[0-9a-f]{16}$")  # an ingested version: 16 hex digits of a SHA-256
+
+
+def checked_version(version: str) -> str:
+    """``version`` if it is a version (read from a ``current`` file or a folder name): only
+    such a string reaches a path or a query."""
+    if not isinstance(version, str) or not VERSION.match(version):
+        raise ValueError(f"not a version: {str(version)[:80]!r} (expected 16 hex digits)")
+    return version
+
+
+def read_current(path: Path) -> str | None:
+    """The version a ``current`` file names, None when there is none yet."""
+    try:
+        return checked_version(path.read_text().strip())
+    except FileNotFoundError:
+        return None
 
 
 def free_name(path: Path, data: bytes, read: Callable[[Path], bytes | None]) -> Path:
@@ -102,7 +125,10 @@ class DataStore:
 
     def recorded(self, spec: BatchSpec) -> bool:
         """Whether this spec's batch is recorded already (False: the name is free); a name
-        recorded with a different spec raises ``SpecError``: batches are immutable."""
+        recorded with a different spec raises ``SpecError``: batches are immutable. A real
+        dataset's name is taken too: its rows share the ``batch`` column of every view."""
+        if self.real_dir(spec.name).exists():
+            raise SpecError([f"name: {spec.name!r} is a real dataset ({self.real_dir(spec.name)})"])
         spec_file = self.spec_path(spec.name)
         if not spec_file.exists():
             return False
@@ -152,3 +178,55 @@ class DataStore:
 
     def table_glob(self, table: str) -> str:
         return str(self.root / "tables" / table / "*" / "*.parquet")
+
+    # Real datasets and model predictions (vario.ingest, docs/real-data.md).
+
+    @property
+    def real_root(self) -> Path:
+        return self.root / "real"
+
+    def real_dir(self, dataset: str) -> Path:
+        """A real dataset's folder: its images and every ingested version."""
+        return self.real_root / f"dataset={checked_batch(dataset)}"
+
+    def real_images_dir(self, dataset: str) -> Path:
+        return self.real_dir(dataset) / "images"
+
+    def real_version_dir(self, dataset: str, version: str) -> Path:
+        return self.real_dir(dataset) / f"version={checked_version(version)}"
+
+    def real_current_path(self, dataset: str) -> Path:
+        return self.real_dir(dataset) / "current"
+
+    def real_current(self, dataset: str) -> str | None:
+        """The real dataset's current version, None if it has none."""
+        return read_current(self.real_current_path(dataset))
+
+    def real_datasets(self) -> list[str]:
+        """The real datasets with a current version, by name."""
+        if not self.real_root.exists():
+            return []
+        return sorted(
+            p.parent.name.removeprefix("dataset=") for p in self.real_root.glob("dataset=*/current")
+        )
+
+    @property
+    def predictions_root(self) -> Path:
+        return self.root / "predictions"
+
+    def predictions_dir(self, model: str, dataset: str) -> Path:
+        """One model's predictions on one dataset (a batch or a real dataset): every version."""
+        return (
+            self.predictions_root
+            / f"model={checked_batch(model)}"
+            / f"dataset={checked_batch(dataset)}"
+        )
+
+    def predictions_version_dir(self, model: str, dataset: str, version: str) -> Path:
+        return self.predictions_dir(model, dataset) / f"version={checked_version(version)}"
+
+    def predictions_current_path(self, model: str, dataset: str) -> Path:
+        return self.predictions_dir(model, dataset) / "current"
+
+    def predictions_current(self, model: str, dataset: str) -> str | None:
+        return read_current(self.predictions_current_path(model, dataset))

@@ -3,9 +3,10 @@ later, the HTTP API.
 
 A query is one ``SELECT`` (``WITH``, ``FROM``, ``DESCRIBE``, ``SUMMARIZE``) or an ``EXPLAIN``
 without ``ANALYZE`` (which would run what it explains). It runs on a DuckDB connection over
-the dataset's views that can read the data folder's tables and nothing else (no other file,
-no extension, no network), with memory and thread limits, locked so the query cannot lift
-them, a time limit after which it is interrupted, and a cap on the rows it returns.
+the dataset's views that can read the data folder's tables (label tables, real datasets,
+predictions) and nothing else (no other file, no extension, no network), with memory and
+thread limits, locked so the query cannot lift them, a time limit after which it is
+interrupted, and a cap on the rows it returns.
 """
 
 from __future__ import annotations
@@ -52,11 +53,12 @@ def check_statement(sql: str) -> None:
 def connection(
     store: DataStore, remote: tuple[pafs.FileSystem, str] | None = None
 ) -> duckdb.DuckDBPyConnection:
-    """The dataset's views on a connection that reads only the data folder's tables."""
+    """The dataset's views on a connection that reads only the data folder's tables, real
+    datasets and predictions."""
     con = connect(store, remote)
     limits = settings()
-    tables = str(store.root / "tables")
-    con.execute("SET allowed_directories = $1", [[tables + "/"]])
+    readable = [store.root / "tables", store.real_root, store.predictions_root]
+    con.execute("SET allowed_directories = $1", [[f"{folder}/" for folder in readable]])
     con.execute("SET enable_external_access = false")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")

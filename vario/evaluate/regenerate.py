@@ -24,6 +24,7 @@ same dataset tests run on it), takes a new seed and name, and records its proven
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import duckdb
@@ -31,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vario.batch.plan import plan
 from vario.batch.spec import BatchSpec, Choices
 from vario.evaluate.run import (
     EvaluationError,
@@ -71,6 +73,14 @@ def regenerate(store: DataStore, evaluation_id: str, slice_name: str, jobs: int)
     data = original.model_dump(mode="json", exclude_none=True)
     data.pop("jobs", None)
     sampler = _narrowed(original, jobs_table, weights, jobs)
+    for name, allowed in list(sampler["ranges"].items()):  # one value left: fixed
+        single = allowed["choices"] if isinstance(allowed, dict) else sorted(set(allowed))
+        if len(single) == 1 and len(sampler["ranges"]) > 1:
+            value = single[0]
+            data["fixed"][name] = (
+                int(value) if isinstance(value, float) and value.is_integer() else value
+            )
+            del sampler["ranges"][name]
     data.update(
         name=_name(dataset, slice_name, evaluation_id),
         template=original.template or original.name,
@@ -84,7 +94,9 @@ def regenerate(store: DataStore, evaluation_id: str, slice_name: str, jobs: int)
             "method": METHOD,
         },
     )
-    return json.loads(BatchSpec.model_validate(data).model_dump_json(exclude_none=True))
+    spec = BatchSpec.model_validate(data)
+    plan(spec)  # validated as a submitted spec is: every job's parameters (SpecError if not)
+    return json.loads(spec.model_dump_json(exclude_none=True))
 
 
 def _failing_jobs(
@@ -146,7 +158,10 @@ def _narrowed(original: BatchSpec, jobs: pa.Table, weights: dict[str, int], coun
         if isinstance(allowed, Choices):
             narrowed[name] = {"choices": _kept_choices(allowed.choices, values, weight)}
         else:
-            narrowed[name] = list(_weighted_span(np.array(values, float), weight, allowed))
+            low, high = _weighted_span(np.array(values, float), weight, allowed)
+            if pa.types.is_integer(jobs[column].type):  # an int parameter: whole bounds
+                low, high = math.floor(low), math.ceil(high)
+            narrowed[name] = [low, high]
     return {"kind": kind, "count": count, "ranges": narrowed}
 
 

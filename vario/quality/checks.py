@@ -194,7 +194,25 @@ def design(store: DataStore, batch: str) -> Design | None:
     else:
         varied = sorted({k for job in spec.jobs for k in job})
     domain_params = set(gen.domain.semantic) | set(gen.domain.nuisance)
-    return Design(field_schemas(gen.Params), gen.domain, [p for p in varied if p in domain_params])
+    schemas = field_schemas(gen.Params)
+    if spec.provenance and spec.sampler:  # a targeted batch: tested on the region it targets
+        schemas = _targeted(schemas, spec.sampler.ranges)
+    return Design(schemas, gen.domain, [p for p in varied if p in domain_params])
+
+
+def _targeted(schemas: dict[str, dict], ranges: dict) -> dict[str, dict]:
+    """The schemas with each sampled parameter's range or choices as the sampler declares
+    them: a batch made to sample one region (``vario regenerate``) covers that region, not
+    the generator's whole domain."""
+    narrowed = dict(schemas)
+    for name, allowed in ranges.items():
+        if name not in schemas:
+            continue
+        if hasattr(allowed, "choices"):
+            narrowed[name] = {**schemas[name], "enum": list(allowed.choices)}
+        else:
+            narrowed[name] = {**schemas[name], "minimum": allowed[0], "maximum": allowed[1]}
+    return narrowed
 
 
 def _load(store: DataStore, batch: str, tests: DatasetTests) -> _Batch | None:

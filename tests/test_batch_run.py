@@ -106,9 +106,9 @@ def test_runs_are_in_the_instance_and_the_daemon_would_launch_nothing(project, m
 
 
 def test_every_asset_of_the_merged_definitions_materialises(project, monkeypatch):
-    """The batch run materialised every batch and dataset asset; a training export and the
-    sample job add the last ones, so each asset the UI shows has been materialised for real
-    at least once."""
+    """The batch run materialised every batch and dataset asset; a training export, the
+    sample job and the evaluation loop add the last ones, so each asset the UI shows has been
+    materialised for real at least once."""
     root, _, env, _ = project
     from dagster_project.definitions import defs
 
@@ -128,10 +128,46 @@ def test_every_asset_of_the_merged_definitions_materialises(project, monkeypatch
             partition_key=dg.MultiPartitionKey({"batch": "cli-run", "format": "coco"}),
         )
         assert export.success
-        assert (root / "data" / "exports" / "cli-run" / "coco" / "export.json").exists()
+        coco = root / "data" / "exports" / "cli-run" / "coco"
+        assert (coco / "export.json").exists()
+        _close_the_loop(defs, instance, root, coco)
         keys = defs.resolve_asset_graph().get_all_asset_keys()
         missing = [k for k in keys if instance.get_latest_materialization_event(k) is None]
         assert not missing
+
+
+def _close_the_loop(defs, instance, root, coco) -> None:
+    """The evaluation assets, for real: the export's train split ingested as a real dataset,
+    the batch's ground truth ingested as a model's predictions, evaluated and released."""
+    import pyarrow.parquet as pq
+
+    from vario.store import sandbox
+    from vario.store.layout import DataStore
+
+    truth = sandbox.connection(DataStore(root / "data")).sql(
+        "SELECT job_id, frame, category, 1.0 AS score, box_x_min::DOUBLE AS box_x, "
+        "box_y_min::DOUBLE AS box_y, (box_x_max - box_x_min)::DOUBLE AS box_w, "
+        "(box_y_max - box_y_min)::DOUBLE AS box_h FROM objects WHERE batch = 'cli-run'"
+    )
+    pq.write_table(truth.to_arrow_table(), root / "oracle.parquet")
+    instance.add_dynamic_partitions("datasets", ["cli-run", "cli-real"])
+    instance.add_dynamic_partitions("models", ["oracle"])
+    ingest = {"annotations": str(coco / "annotations" / "instances_train.json")}
+    ingest["images"] = str(coco / "images" / "train")
+    key = dg.MultiPartitionKey({"model": "oracle", "dataset": "cli-run"})
+    for job, partition, config in (
+        ("ingest_dataset_job", "cli-real", {"real_dataset": {"config": ingest}}),
+        (
+            "ingest_predictions_job",
+            key,
+            {"model_predictions": {"config": {"source": str(root / "oracle.parquet")}}},
+        ),
+        ("model_evaluation_job", key, {}),
+    ):
+        result = defs.resolve_job_def(job).execute_in_process(
+            instance=instance, partition_key=partition, run_config={"ops": config}
+        )
+        assert result.success, job
 
 
 def test_a_second_run_does_nothing_again(project):

@@ -13,6 +13,7 @@ from conftest import build_batch
 
 from assets_defs.evaluation import ModelTestsResource, model_evaluation, model_release
 from dagster_project import cli
+from dagster_project.sensors import regenerate_sensor
 from vario.evaluate.regenerate import regenerate
 from vario.evaluate.run import EvaluationError, evaluate_model
 from vario.evaluate.slices import EvaluationSpec
@@ -144,3 +145,29 @@ def test_model_tests_are_blocking_checks_on_the_evaluation(batch, tmp_path):
         materialized = {m.asset_key.path[-1] for m in result.get_asset_materialization_events()}
         assert materialized == {"model_evaluation"}  # the release was blocked
     assert not (batch.store.root / "releases").exists()
+
+
+def test_the_regenerate_sensor_submits_one_targeted_batch_per_failing_slice(batch, tmp_path):
+    ingest_predictions(
+        batch.store, "blind", "loop", _predictions(batch, tmp_path, "occlusion <= 0.5")
+    )
+    evaluation = evaluate_model(batch.store, "blind", "loop", EvaluationSpec.model_validate(TESTS))
+    assert not evaluation.passed
+    inbox = batch.store.inbox
+    before = set(inbox.glob("*.yaml"))
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources={"storage": batch})
+        regenerate_sensor(context)
+        submitted = set(inbox.glob("*.yaml")) - before
+        assert len(submitted) == 1  # the occluded slice's ERROR test failed; nothing else
+        spec = yaml.safe_load(next(iter(submitted)).read_text())
+        assert spec["provenance"] == {
+            **spec["provenance"],
+            "evaluation": evaluation.id,
+            "slice": "occluded",
+        }
+        again = dg.build_sensor_context(
+            instance=instance, resources={"storage": batch}, cursor=context.cursor
+        )
+        regenerate_sensor(again)
+        assert set(inbox.glob("*.yaml")) - before == submitted  # once per evaluation and slice

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import stats
 
 from generators.labels import archive as arc
-from vario.quality.report import _png, plt
+from vario.quality.report import figure_png, plt
 from vario.store.layout import DataStore
 from vario.store.views import connect
 
@@ -164,7 +164,7 @@ def _overlaid(name: str, a: np.ndarray, b: np.ndarray, left: str, right: str) ->
             ax.hist(values, bins=bins, density=True, alpha=0.55, label=label)
     ax.set_xlabel(name)
     ax.legend(fontsize=8)
-    return _png(figure)
+    return figure_png(figure)
 
 
 def _categories(names: list[str], shares: dict, left: str, right: str) -> bytes:
@@ -175,7 +175,7 @@ def _categories(names: list[str], shares: dict, left: str, right: str) -> bytes:
     ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)  # zero shares shown too
     ax.set_ylabel("share of objects")
     ax.legend(fontsize=8)
-    return _png(figure)
+    return figure_png(figure)
 
 
 def _metrics_side_by_side(store: DataStore, model: str, left: str, right: str) -> list[tuple]:

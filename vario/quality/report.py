@@ -45,7 +45,7 @@ class Report(NamedTuple):
     plots: dict[str, bytes]  # title -> PNG, in page order
 
 
-def _png(figure) -> bytes:
+def figure_png(figure) -> bytes:
     """PNG bytes of a figure, closed. No tight bounding box: it draws every figure twice."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=72)
@@ -82,7 +82,7 @@ def _factor_histograms(con, batch: str, d: quality.Design) -> bytes:
             ax.tick_params(axis="x", rotation=45)
         _light(ax, p, numeric_x=d.continuous(p))
     fig.subplots_adjust(bottom=0.3, wspace=0.35)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _light(ax, title: str, *, numeric_x: bool) -> None:
@@ -129,7 +129,7 @@ def _pair_plot(con, batch: str, d: quality.Design, continuous: list[str]) -> byt
                 ax.set_xlabel(pj, fontsize=8)
             if j == 0:
                 ax.set_ylabel(pi, fontsize=8)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _grid(con, batch: str, row_sql: str, col_sql: str) -> np.ndarray:
@@ -159,7 +159,7 @@ def _association(pairs: list[dict]) -> bytes:
         ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
     fig.colorbar(image, ax=ax, label="bias-corrected Cramér's V")
     fig.subplots_adjust(left=0.3, bottom=0.3)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _category_balance(categories: list[tuple[str, int]]) -> bytes:
@@ -168,7 +168,7 @@ def _category_balance(categories: list[tuple[str, int]]) -> bytes:
     ax.tick_params(axis="x", rotation=45)
     ax.set_ylabel("objects")
     fig.subplots_adjust(bottom=0.3, left=0.2)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _occlusion(con, batch: str) -> bytes | None:
@@ -198,7 +198,7 @@ def _occlusion(con, batch: str) -> bytes | None:
         ax.text(0.5, 1.03, name, transform=ax.transAxes, ha="center", fontsize=9)
         ax.xaxis.set_major_locator(ticker.MaxNLocator(4))
     fig.subplots_adjust(bottom=0.15, wspace=0.3)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _sample_frames(store: DataStore, batch: str, job_ids: list[str], samples: int) -> bytes | None:

@@ -16,8 +16,8 @@ import dagster as dg
 
 from assets_defs.storage import StorageResource
 from generators.labels.archive import write_atomic
-from vario.evaluate.run import evaluate_model
-from vario.evaluate.slices import EvaluationSpec, load_spec
+from vario.evaluate.run import evaluate_model, recorded_evaluations
+from vario.evaluate.slices import EvaluationSpec, dataset_spec
 
 models = dg.DynamicPartitionsDefinition(name="models")
 datasets = dg.DynamicPartitionsDefinition(name="datasets")
@@ -31,12 +31,7 @@ class ModelTestsResource(dg.ConfigurableResource):
     templates: str
 
     def for_dataset(self, storage: StorageResource, dataset: str) -> EvaluationSpec:
-        store = storage.store
-        template = dataset
-        if dataset in store.batches():
-            template = store.spec(dataset).template or dataset
-        path = Path(self.templates) / f"{template}.model_tests.yaml"
-        return load_spec(path) if path.exists() else EvaluationSpec()
+        return dataset_spec(storage.store, Path(self.templates), dataset)
 
 
 def _described(severity: str) -> str:
@@ -107,15 +102,10 @@ def model_release(context: dg.AssetExecutionContext, storage: StorageResource):
     keys = context.partition_key.keys_by_dimension
     model, dataset = keys["model"], keys["dataset"]
     store = storage.store
-    recorded = sorted(
-        (store.root / "evaluations" / f"model={model}" / f"dataset={dataset}").glob(
-            "evaluation=*/evaluation.json"
-        ),
-        key=lambda p: p.stat().st_mtime,
-    )
+    recorded = recorded_evaluations(store, model, dataset)
     if not recorded:
         raise dg.Failure(f"{model} was never evaluated on {dataset}", allow_retries=False)
-    summary = json.loads(recorded[-1].read_text())
+    summary = json.loads((recorded[-1] / "evaluation.json").read_text())
     if not summary["passed"]:
         raise dg.Failure(f"{model} failed ERROR model tests on {dataset}", allow_retries=False)
     target = store.root / "releases" / model / f"{dataset}.json"

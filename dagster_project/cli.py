@@ -656,17 +656,6 @@ def query(sql: str, max_rows: int) -> None:
         fail(str(exc).splitlines()[0])
 
 
-def _model_tests_file(dataset: str) -> Path | None:
-    """The dataset's model tests: ``<templates>/<template>.model_tests.yaml`` (a batch's
-    template, or a real dataset's name), if there is one."""
-    from generators.settings import settings
-
-    store = _store()
-    template = (store.spec(dataset).template or dataset) if dataset in store.batches() else dataset
-    path = settings().templates_dir / f"{template}.model_tests.yaml"
-    return path if path.exists() else None
-
-
 @main.command("eval")
 @click.argument("model")
 @click.argument("dataset")
@@ -681,14 +670,18 @@ def evaluate(model: str, dataset: str, tests_file: Path | None) -> None:
     slice, metric, value, threshold and result; exit 1 if an ERROR test fails."""
     from dagster_project.console import fail, out, table
     from generators.params import FieldErrors
+    from generators.settings import settings
     from vario.batch.spec import checked_batch
     from vario.evaluate.run import EvaluationError, evaluate_model
-    from vario.evaluate.slices import EvaluationSpec, load_spec
+    from vario.evaluate.slices import dataset_spec, load_spec
 
     try:
         checked_batch(model), checked_batch(dataset)
-        path = tests_file or _model_tests_file(dataset)
-        spec = load_spec(path) if path else EvaluationSpec()
+        spec = (
+            load_spec(tests_file)
+            if tests_file
+            else dataset_spec(_store(), settings().templates_dir, dataset)
+        )
         result = evaluate_model(_store(), model, dataset, spec)
     except FieldErrors as exc:
         fail("; ".join(exc.messages))

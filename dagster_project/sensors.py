@@ -18,7 +18,7 @@ from generators.settings import settings
 from vario.batch.plan import SHARD_SEPARATOR, Plan, plan
 from vario.batch.spec import BatchSpec, SpecError, load_spec
 from vario.evaluate.regenerate import regenerate
-from vario.evaluate.run import EvaluationError
+from vario.evaluate.run import EvaluationError, recorded_evaluations
 from vario.store.layout import DataStore
 
 INTERVAL = settings().sensor_interval
@@ -204,8 +204,8 @@ def regenerate_sensor(context: dg.SensorEvaluationContext, storage: StorageResou
     """Targeted batches for failing slices, once each (the cursor lists what was submitted)."""
     store = storage.store
     done = set(filter(None, (context.cursor or "").split(",")))
-    for summary in sorted(store.root.glob("evaluations/*/*/evaluation=*/evaluation.json")):
-        evaluation = json.loads(summary.read_text())
+    for folder in recorded_evaluations(store):
+        evaluation = json.loads((folder / "evaluation.json").read_text())
         dataset = evaluation["inputs"]["dataset"]
         if evaluation["passed"] or dataset not in store.batches():
             continue

@@ -83,11 +83,21 @@ def evaluations_dir(store: DataStore, model: str, dataset: str) -> Path:
     return store.root / "evaluations" / f"model={checked_batch(model)}" / f"dataset={dataset}"
 
 
+def recorded_evaluations(
+    store: DataStore, model: str = "*", dataset: str = "*", evaluation_id: str = "*"
+) -> list[Path]:
+    """The folders of the recorded evaluations (of ``model`` on ``dataset``, or every one),
+    oldest first."""
+    pattern = f"model={model}/dataset={dataset}/evaluation={evaluation_id}/evaluation.json"
+    found = (store.root / "evaluations").glob(pattern)
+    return [p.parent for p in sorted(found, key=lambda p: p.stat().st_mtime)]
+
+
 def find_evaluation(store: DataStore, evaluation_id: str) -> Path:
     """The folder of evaluation ``evaluation_id`` (16 hex digits), whatever model and dataset."""
     if not (len(evaluation_id) == 16 and all(c in "0123456789abcdef" for c in evaluation_id)):
         raise EvaluationError(f"--evaluation: 16 hex digits (got {evaluation_id[:40]!r})")
-    found = list((store.root / "evaluations").glob(f"*/*/evaluation={evaluation_id}"))
+    found = recorded_evaluations(store, evaluation_id=evaluation_id)
     if not found:
         raise EvaluationError(f"no evaluation {evaluation_id} in {store.root}")
     return found[0]

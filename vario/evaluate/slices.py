@@ -31,6 +31,7 @@ import duckdb
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from generators.params import FieldErrors, load_yaml_model
+from vario.store.layout import DataStore
 
 METRICS = ("map", "ap50", "ap75", "ar100", "precision", "recall")
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -111,3 +112,13 @@ def check_condition(condition: str, what: str) -> None:
 
 def load_spec(path: Path) -> EvaluationSpec:
     return load_yaml_model(EvaluationSpec, Path(path), SpecError)
+
+
+def dataset_spec(store: DataStore, templates: Path, dataset: str) -> EvaluationSpec:
+    """The dataset's model tests, ``<templates>/<template>.model_tests.yaml`` (a batch's
+    template, or a real dataset's name), or only the ``all`` slice if there is none."""
+    template = dataset
+    if dataset in store.batches():
+        template = store.spec(dataset).template or dataset
+    path = Path(templates) / f"{template}.model_tests.yaml"
+    return load_spec(path) if path.exists() else EvaluationSpec()

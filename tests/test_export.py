@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -19,9 +21,11 @@ from conftest import build_batch
 from assets_defs.exports import dataset_export
 from vario.export import run
 from vario.export.coco import CocoWriter
+from vario.export.copier import CopyError
 from vario.export.select import ExportRequestError, assign_splits, parse_split
 from vario.quality import checks as quality
 from vario.store import sandbox
+from vario.store.layout import DataStore
 
 SPEC = {
     "name": "exp",
@@ -91,6 +95,9 @@ def test_an_export_holds_every_frame_split_by_job_and_appears_once(batch, tmp_pa
     con = sandbox.connection(store)
     (objects,) = con.execute("SELECT count(*) FROM objects WHERE batch = 'exp'").fetchone()
     assert sum(summary.objects.values()) == objects
+    rendered_by = "SELECT DISTINCT generator || ' ' || generator_version FROM jobs"
+    generators = [g for (g,) in con.execute(f"{rendered_by} WHERE batch = 'exp'").fetchall()]
+    assert _coco(out, "train")["info"]["generators"] == generators and len(generators) == 1
     manifest = json.loads((out / "export.json").read_text())
     assert manifest["request"]["split"] == {"train": 0.6, "val": 0.4}
     listed = (out / "checksums.sha256").read_text().splitlines()
@@ -158,8 +165,9 @@ def test_an_export_that_fails_midway_leaves_nothing(batch, tmp_path):
 
 
 def test_a_writer_failing_midway_stops_the_export_and_leaves_nothing(batch, tmp_path, monkeypatch):
-    """Images are read ahead and written on threads: a writer's error mid-job ends them and
-    the export (no hang waiting on reads that will never run), leaving no folder behind."""
+    """Images are copied on another process: a writer's error mid-job stops it and the
+    export (no hang waiting on copies that will never be asked), leaving no folder behind
+    and no process running."""
     added, original = [], CocoWriter.add
 
     def add(self, frame):
@@ -169,9 +177,37 @@ def test_a_writer_failing_midway_stops_the_export_and_leaves_nothing(batch, tmp_
         original(self, frame)
 
     monkeypatch.setattr(CocoWriter, "add", add)
+    before = _children()
     with pytest.raises(RuntimeError, match="writer broke"):
         run.export_batch(batch.store, "exp", "coco", tmp_path / "broken")
     assert len(added) == 5 and list(tmp_path.iterdir()) == []
+    assert _children() <= before  # the copier process is gone
+
+
+def test_an_archive_the_copier_cannot_read_fails_the_export_clearly(batch, tmp_path):
+    """Images are copied on another process: its error ends the export with its message,
+    leaving no folder and no process behind."""
+    store = DataStore(tmp_path / "data")
+    shutil.copytree(batch.store.root, store.root)
+    damaged = sorted(store.archive_dir("exp").glob("*.zip"))[3]
+    damaged.write_bytes(damaged.read_bytes()[:200])  # cut short, as a full disk leaves one
+    before = _children()
+    with pytest.raises(CopyError, match=f"copying images: BadZipFile: .*{damaged.name}"):
+        run.export_batch(store, "exp", "coco", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"] and _children() <= before
+
+
+def _children() -> set[int]:
+    """This process's child processes (read from Linux's /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = stat.read_text().rsplit(")", 1)[1].split()[1]
+        except (OSError, IndexError):  # ended while listed
+            continue
+        if parent == str(os.getpid()):
+            found.add(int(stat.parent.name))
+    return found
 
 
 def test_an_export_killed_outright_leaves_nothing_once_run_again(batch, tmp_path):
@@ -190,7 +226,7 @@ def test_an_export_killed_outright_leaves_nothing_once_run_again(batch, tmp_path
 
 
 _KILLED_MIDWAY = """
-import os, signal, sys
+import os, signal, sys, time
 from pathlib import Path
 from vario.export import run
 from vario.export.coco import CocoWriter
@@ -200,7 +236,9 @@ added, original = [], CocoWriter.add
 def add(self, frame):
     added.append(frame)
     if len(added) == 12:  # some images written, the export not done: killed, no cleanup
-        self.ctx.write.__self__._drain(0)  # the writes queued so far reach the disk first
+        partial = self.ctx.out
+        while len(list(partial.rglob("*.png"))) < 9:  # the copier's first three jobs
+            time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGKILL)
     original(self, frame)
 CocoWriter.add = add

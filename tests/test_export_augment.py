@@ -249,7 +249,7 @@ def test_intrinsics_follow_flips_crops_and_scales_in_order():
 
 def test_an_augmented_frame_has_depth_only_when_no_pixel_moved(batch, tmp_path):
     con = sandbox.connection(batch.store)
-    jobs = run._rendered_jobs(con, "aug")
+    jobs, _ = run._rendered_jobs(con, "aug")
     splits = dict.fromkeys(jobs, "train")
     stream = run._frames(batch.store, con, "aug", Selection(), splits, len(jobs), None)
     with closing(stream):  # the archive stays open while the stream is held

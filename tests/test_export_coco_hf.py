@@ -60,7 +60,8 @@ def _export(job, out: Path, cls, **options) -> dict:
         target.write_bytes(data)
 
     out.mkdir(parents=True)
-    ctx = ExportContext(out, "unit", SPLITS, default_catalog(), write)
+    generators = ("tabletop 1.0.0",)  # as the export reads them from the jobs table
+    ctx = ExportContext(out, "unit", SPLITS, default_catalog(), write, generators=generators)
     writer = cls(ctx, **options)
     with zipfile.ZipFile(archive_path) as archive:
         for row in frames:
@@ -120,7 +121,7 @@ def test_coco_splits_load_in_pycocotools_with_every_frame_and_object(job, coco_e
         assert coco.cats[ids["mug"]]["supercategory"] == "object"
         info = coco.dataset["info"]
         assert info["batch"] == "unit" and info["version"] and info["date_created"]
-        assert len(info["generators"]) == 1 and info["generators"][0].startswith("tabletop ")
+        assert info["generators"] == ["tabletop 1.0.0"]
         by_stem = {img["file_name"]: img for img in coco.imgs.values()}
         for row in rows:
             stem = f"{row['job_id']}_{row['frame']:05d}"

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -271,17 +272,33 @@ def _urdf_mesh(
     raise ValueError(f"{urdf}: no visual mesh {mesh_name or ''}".rstrip())
 
 
+_VERTEX = re.compile(rb"^v[ \t]([^\n]*)", re.MULTILINE)
+
+
+def _obj_vertices(path: Path) -> list[bytes]:
+    """The text of an OBJ file's vertex lines after the ``v``."""
+    return _VERTEX.findall(path.read_bytes())
+
+
 def _finite_obj(path: Path) -> bool:
     """Whether every vertex of an OBJ file is a finite number."""
-    vertices = [ln for ln in path.read_bytes().lower().splitlines() if ln.startswith(b"v ")]
-    return bool(vertices) and not any(b"nan" in v or b"inf" in v for v in vertices)
+    vertices = b"\n".join(_obj_vertices(path)).lower()
+    return bool(vertices) and b"nan" not in vertices and b"inf" not in vertices
+
+
+def _obj_half_extents(path: Path) -> np.ndarray:
+    """Half the size of an OBJ file's vertices' bounding box along each axis: what
+    ``mesh_info(path).half_extents`` gives for the built-in meshes (every vertex of theirs
+    is on a face), without loading the mesh (trimesh and its imports)."""
+    points = np.array([[float(v) for v in line.split()[:3]] for line in _obj_vertices(path)])
+    return (points.max(0) - points.min(0)) / 2
 
 
 def _named_scale(render: Path, urdf: Path | None, size: float | None) -> tuple[float, ...]:
     """The URDF's scale of the mesh, uniformly rescaled to ``size`` (longest side) if given."""
     shape = np.asarray(_urdf_mesh(urdf, render.name)[1] if urdf else (1.0, 1.0, 1.0))
     if size is not None:
-        shape = shape * size / (2 * mesh_info(render).half_extents * shape).max()
+        shape = shape * size / (2 * _obj_half_extents(render) * shape).max()
     return tuple(float(v) for v in shape)
 
 

@@ -331,9 +331,8 @@ class BopWriter:
         fx, fy, cx, cy = (float(row[k]) for k in ("fx", "fy", "cx", "cy"))
         self._cameras.add((fx, fy, cx, cy, width, height))
 
-        self._write(
-            f"{scene.folder}/rgb/{im_id:06d}.png", frame.image("rgb"), frame.checksum("rgb")
-        )
+        self.ctx.write_image(f"{scene.folder}/rgb/{im_id:06d}.png", frame, "rgb")
+        self._counts["files"] += 1
         depth_png = frame.image("depth")
         self._write(f"{scene.folder}/depth/{im_id:06d}.png", depth_png)
         depth = cv2.imdecode(np.frombuffer(depth_png, np.uint8), cv2.IMREAD_UNCHANGED)

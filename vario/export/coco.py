@@ -19,8 +19,9 @@ pycocotools' ``COCO`` and ``COCOeval`` read)::
   ``occlusion`` and ``truncation``.
 - ``categories``: every category of the catalog with its id, ``name`` and ``supercategory``.
 
-Memory holds no split's annotations: each image and annotation is appended as one JSON line
-to a temporary file per split, and ``close`` streams those lines into the final JSON.
+Memory holds no split's annotations: each image, and each frame's annotations, are appended
+as one line to a temporary file per split, and ``close`` streams those lines into the final
+JSON.
 """
 
 from __future__ import annotations
@@ -39,21 +40,6 @@ PARTS = ".coco-parts"  # the temporary JSON-lines files, inside the export's fol
 OPTIONS = ("description", "version", "supercategories")
 
 
-class JobGenerators:
-    """``name version`` of every generator whose jobs an export holds, read from each job's
-    ``job.json`` once (frames come job by job)."""
-
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
-        self._last_job: str | None = None
-
-    def add(self, frame: ExportFrame) -> None:
-        if frame.job_id != self._last_job:
-            manifest = json.loads(frame.archive.read("job.json"))
-            self.seen.add(f"{manifest['generator']} {manifest['version']}")
-            self._last_job = frame.job_id
-
-
 def coco_bbox(obj: dict[str, Any]) -> list[int]:
     """``[x, y, width, height]`` of a row's box (integer pixel edges, max exclusive)."""
     x0, y0 = obj["box_x_min"], obj["box_y_min"]
@@ -61,7 +47,8 @@ def coco_bbox(obj: dict[str, Any]) -> list[int]:
 
 
 class _SplitParts:
-    """One split's images and annotations, one JSON object a line, in two temporary files."""
+    """One split's images (a JSON object a line) and annotations (a frame's objects a line,
+    comma-separated), in two temporary files."""
 
     def __init__(self, folder: Path, split: str):
         folder.mkdir(parents=True, exist_ok=True)
@@ -78,12 +65,13 @@ class _SplitParts:
         self.annotations.close()
 
 
-def _line(entry: dict[str, Any]) -> str:
+def _line(entry: dict[str, Any] | list[dict[str, Any]]) -> str:
     return json.dumps(entry, allow_nan=False, separators=(",", ":")) + "\n"
 
 
 def _copy_array(out: TextIO, lines: Path) -> None:
-    """The JSON lines of ``lines`` as the elements of a JSON array, streamed."""
+    """The lines of ``lines`` (JSON values, or several comma-separated) as the elements of a
+    JSON array, streamed."""
     out.write("[")
     with lines.open(encoding="utf-8") as source:
         for n, line in enumerate(source):
@@ -134,21 +122,17 @@ class CocoWriter:
         }
         self.parts_dir = ctx.out / PARTS
         self.splits: dict[str, _SplitParts] = {}
-        self.generators = JobGenerators()
         self.next_image = 1
         self.next_annotation = 1
 
     def add(self, frame: ExportFrame) -> None:
         if frame.split not in self.ctx.splits:
             raise ValueError(f"frame {frame.stem}: split {frame.split!r} not in the export's")
-        self.generators.add(frame)
         parts = self.splits.get(frame.split)
         if parts is None:
             parts = self.splits[frame.split] = _SplitParts(self.parts_dir, frame.split)
         file_name = f"{frame.stem}.png"
-        self.ctx.write(
-            Path("images", frame.split, file_name), frame.image("rgb"), frame.checksum("rgb")
-        )
+        self.ctx.write_image(Path("images", frame.split, file_name), frame, "rgb")
         row = frame.row
         image_id = self.next_image
         self.next_image += 1
@@ -169,36 +153,37 @@ class CocoWriter:
         )
         parts.n_images += 1
         size = [row["height"], row["width"]]
+        annotations = []
         for obj in frame.objects:
             category = obj["category"]
             if category not in self.ids:
                 raise ValueError(f"frame {frame.stem}: category {category!r} is not in the catalog")
-            parts.annotations.write(
-                _line(
-                    {
-                        "id": self.next_annotation,
-                        "image_id": image_id,
-                        "category_id": self.ids[category],
-                        "segmentation": {"size": size, "counts": obj["mask_rle"]},
-                        "area": obj["visible_pixels"],
-                        "bbox": coco_bbox(obj),
-                        "iscrowd": 0,
-                        "instance_id": obj["instance_id"],
-                        "occlusion": obj["occlusion"],
-                        "truncation": obj["truncation"],
-                    }
-                )
+            annotations.append(
+                {
+                    "id": self.next_annotation,
+                    "image_id": image_id,
+                    "category_id": self.ids[category],
+                    "segmentation": {"size": size, "counts": obj["mask_rle"]},
+                    "area": obj["visible_pixels"],
+                    "bbox": coco_bbox(obj),
+                    "iscrowd": 0,
+                    "instance_id": obj["instance_id"],
+                    "occlusion": obj["occlusion"],
+                    "truncation": obj["truncation"],
+                }
             )
             self.next_annotation += 1
-            parts.n_annotations += 1
             parts.per_category[category] = parts.per_category.get(category, 0) + 1
+        if annotations:  # one line: the frame's annotations, comma-separated
+            parts.annotations.write(_line(annotations)[1:-2] + "\n")
+            parts.n_annotations += len(annotations)
 
     def close(self) -> dict[str, Any]:
         """One ``instances_{split}.json`` for every split of the export (an empty one for a
         split that got no frame), assembled from the temporary lines, which are removed."""
         folder = self.ctx.out / "annotations"
         folder.mkdir(parents=True, exist_ok=True)
-        info = {**self.info, "generators": sorted(self.generators.seen)}
+        info = {**self.info, "generators": list(self.ctx.generators)}
         head = {"info": info, "licenses": []}
         files, images, annotations = [], {}, {}
         for split in [s for s in SPLITS if s in self.ctx.splits or s in self.splits]:

@@ -3,14 +3,15 @@
 Writers never query tables or open archives themselves: ``vario.export.run`` streams the
 batch's selected frames, job by job, each with its ``frames`` row, its selected ``objects``
 rows and access to its images in the job's archive, so every format reads the same rows the
-slice selected and memory holds one job's labels at a time. An export with augmentations
+slice selected and memory holds one job's labels at a time. A writer hands an image that is
+the archive's as stored to ``ExportContext.write_image``, which copies it on another process
+(``vario.export.copier``) while the writer goes on with the labels. An export with augmentations
 (``vario.export.augment``) hands writers augmented copies too: frames like the others, with
 their own rows, objects, images and stems.
 """
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +20,14 @@ from generators.scene.catalog import Catalog
 
 SPLITS = ("train", "val", "test")  # the split names every format uses, in this order
 IMAGE_KINDS = ("rgb", "depth", "segmentation")  # PNG members of every job's archive
+
+
+class MemberReader(Protocol):
+    """A job's archive (``zipfile.ZipFile`` reads like this): its file and its members."""
+
+    filename: str | None
+
+    def read(self, name: str) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -39,7 +48,7 @@ class ExportFrame:
     frame: int
     row: dict[str, Any]
     objects: list[dict[str, Any]]
-    archive: zipfile.ZipFile  # the job's archive, open while its frames are written
+    archive: MemberReader  # the job's archive, readable while its frames are written
     images: dict[str, bytes] | None = None  # PNGs by kind that replace the archive's
     archive_images: bool = True  # whether kinds not in ``images`` are the archive's
     suffix: str = ""  # appended to the stem: ``_a0``, ``_a1``... for augmented copies
@@ -64,6 +73,10 @@ class ExportFrame:
             )
         return self.archive.read(self.row[f"{kind}_path"])
 
+    def stored(self, kind: str) -> bool:
+        """Whether ``image(kind)`` is the archive's file as stored (not a replaced image)."""
+        return self.archive_images and not (self.images and kind in self.images)
+
     def checksum(self, kind: str) -> str | None:
         """The SHA-256 recorded at render time of the image ``image(kind)`` returns, when
         that is the archive's file as stored (``rgb_sha256``, docs/conventions.md); None
@@ -71,6 +84,12 @@ class ExportFrame:
         if self.images and kind in self.images:
             return None
         return self.row.get(f"{kind}_sha256")
+
+
+class FileCopy(Protocol):
+    def __call__(self, path: Path, archive: str, member: str, sha256: str | None) -> None:
+        """Copy ``member`` of the job archive ``archive`` to ``path`` (relative to the
+        export's folder); ``sha256``, when known, is its digest."""
 
 
 class FileWrite(Protocol):
@@ -91,6 +110,19 @@ class ExportContext:
     # write is done when ``close`` is called
     final: Path | None = None  # the folder ``out`` becomes once whole (None: ``out`` itself),
     # for a format that names its own absolute path (YOLO's data.yaml)
+    generators: tuple[str, ...] = ()  # ``name version`` of each generator that rendered
+    # the batch's jobs, sorted (the jobs table)
+    copy: FileCopy | None = None  # copies archive members on another process; without it
+    # ``write_image`` writes them in this one
+
+    def write_image(self, path: Path | str, frame: ExportFrame, kind: str) -> None:
+        """Write ``frame``'s image of ``kind`` at ``path``: an image as stored in the archive
+        is copied from it (on the copier process), any other written from its bytes."""
+        if self.copy is not None and frame.stored(kind) and frame.archive.filename:
+            member = frame.row[f"{kind}_path"]
+            self.copy(Path(path), frame.archive.filename, member, frame.checksum(kind))
+        else:
+            self.write(Path(path), frame.image(kind), frame.checksum(kind))
 
     @property
     def destination(self) -> Path:

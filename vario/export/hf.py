@@ -33,15 +33,16 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from vario.export.coco import JobGenerators, coco_bbox
-from vario.export.frame import SPLITS, ExportContext, ExportFrame, check_options
+from vario.export.coco import coco_bbox
+from vario.export.frame import BOX, SPLITS, ExportContext, ExportFrame, check_options
 
 PARTS = ".hf-parts"  # shards being written, inside the export's folder
 OPTIONS = ("extra", "row_group_rows", "shard_bytes", "license", "license_name", "pretty_name")
@@ -96,6 +97,20 @@ def schema(category_names: list[str], extra: tuple[str, ...]) -> pa.Schema:
     return pa.schema([pa.field(n, t) for n, t, _ in fields], metadata=metadata)
 
 
+def _encodings(schema: pa.Schema) -> dict[str, Any]:
+    """``ParquetWriter`` options per column: zstd and dictionaries, but not for PNG bytes,
+    which neither compress nor repeat (trying cost as much as writing them)."""
+    buffer = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), buffer)
+    parquet = pq.ParquetFile(pa.BufferReader(buffer.getvalue())).schema
+    leaves = [parquet.column(i).path for i in range(len(parquet))]  # "image.bytes", ...
+    images = {f"{field.name}.bytes" for field in schema if field.type == IMAGE}
+    return {
+        "compression": {c: "none" if c in images else "zstd" for c in leaves},
+        "use_dictionary": [c for c in leaves if c not in images],
+    }
+
+
 class _Split:
     """One split's shards: rows buffered up to a row group, shards rolled by size."""
 
@@ -104,6 +119,7 @@ class _Split:
         self.name = name
         self.rows: list[dict[str, Any]] = []
         self.parquet: pq.ParquetWriter | None = None
+        self._writing: Future | None = None  # the row group being written
         self.shards: list[Path] = []
         self.shard_bytes = 0
         self.n_rows = 0
@@ -122,17 +138,27 @@ class _Split:
             if self.parquet is None:
                 self._open()
             table = pa.Table.from_pylist(self.rows, self.owner.schema)
-            self.parquet.write_table(table, row_group_size=len(self.rows))
+            self._written()  # the row group before, written meanwhile (Arrow lets go of
+            # the GIL): two in memory at most
+            self._writing = self.owner.background.submit(
+                self.parquet.write_table, table, row_group_size=len(self.rows)
+            )
             self.rows = []
         if self.parquet is not None and self.shard_bytes >= self.owner.shard_size:
             self.close_shard()
 
+    def _written(self) -> None:
+        if self._writing is not None:
+            self._writing.result()
+            self._writing = None
+
     def _open(self) -> None:
         path = self.owner.parts_dir / f"{self.name}-{len(self.shards):05d}.parquet"
         self.shards.append(path)
-        self.parquet = pq.ParquetWriter(path, self.owner.schema, compression="zstd")
+        self.parquet = pq.ParquetWriter(path, self.owner.schema, **self.owner.encodings)
 
     def close_shard(self) -> None:
+        self._written()
         if self.parquet is not None:
             self.parquet.close()
             self.parquet = None
@@ -157,6 +183,19 @@ class HuggingFaceWriter:
     default ``other``), ``license_name`` (named on the card with ``license: other``),
     ``pretty_name``."""
 
+    COLUMNS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "frames": ("width", "height", "rgb_path", "depth_path", "segmentation_path", *CAMERA),
+        "objects": (
+            "category",
+            "instance_id",
+            *BOX,
+            "visible_pixels",
+            "mask_rle",
+            "occlusion",
+            "truncation",
+        ),
+    }
+
     def __init__(self, ctx: ExportContext, **options: Any):
         check_options("hf", options, OPTIONS)
         extra = options.get("extra") or ()
@@ -178,16 +217,16 @@ class HuggingFaceWriter:
         if [self.ids[n] for n in self.names] != list(range(1, len(self.names) + 1)):
             raise ValueError("hf: category ids are not 1..N, so not ClassLabel indices")
         self.schema = schema(self.names, self.extra)
+        self.encodings = _encodings(self.schema)
+        self.background = ThreadPoolExecutor(max_workers=1)  # writes row groups
         self.parts_dir = ctx.out / PARTS
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         self.splits: dict[str, _Split] = {}
-        self.generators = JobGenerators()
         self.next_object = 1
 
     def add(self, frame: ExportFrame) -> None:
         if frame.split not in self.ctx.splits:
             raise ValueError(f"frame {frame.stem}: split {frame.split!r} not in the export's")
-        self.generators.add(frame)
         split = self.splits.get(frame.split)
         if split is None:
             split = self.splits[frame.split] = _Split(self, frame.split)
@@ -234,6 +273,7 @@ class HuggingFaceWriter:
         for name in SPLITS:  # a split that got no frame has no shard: datasets refuses
             if name in self.splits:  # a split of no rows
                 files[name] = self.splits[name].finish(data)
+        self.background.shutdown()
         shutil.rmtree(self.parts_dir, ignore_errors=True)
         (self.ctx.out / "README.md").write_text(self.card(files), encoding="utf-8")
         return {
@@ -270,7 +310,7 @@ class HuggingFaceWriter:
         lines = ["---", _yaml(front).rstrip(), "---", "", f"# {self.pretty_name}", ""]
         lines += [
             f"Synthetic object-detection data rendered by Vario: batch `{self.ctx.batch}`, "
-            f"generator {', '.join(f'`{g}`' for g in sorted(self.generators.seen)) or '(none)'}.",
+            f"generator {', '.join(f'`{g}`' for g in self.ctx.generators) or '(none)'}.",
             "",
             "## Splits",
             "",

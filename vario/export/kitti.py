@@ -149,7 +149,7 @@ class KittiWriter:
         folder = Path(frame.split)
         lines = "".join(f"{label_line(obj, frame.row)}\n" for obj in frame.objects)
         image = folder / "image_2" / f"{frame.stem}.png"
-        self.ctx.write(image, frame.image("rgb"), frame.checksum("rgb"))
+        self.ctx.write_image(image, frame, "rgb")
         self.ctx.write(folder / "label_2" / f"{frame.stem}.txt", lines.encode())
         self.ctx.write(folder / "calib" / f"{frame.stem}.txt", calib_text(frame.row).encode())
         self.stems.setdefault(frame.split, []).append(frame.stem)

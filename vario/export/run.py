@@ -3,7 +3,8 @@ through the format's writer into a folder that appears whole or not at all.
 
 Each shard's ``frames`` and ``objects`` tables are read (a few thousand rows), sliced with the
 request's WHERE on the query sandbox's connection, and handed to the writer job by job, the
-job's archive open while its frames are written; image files are written on a thread pool.
+job's archive readable while its frames are written; images as stored in the archives are
+copied on a second process (``vario.export.copier``) while this one writes the labels.
 The export is written under a temporary name beside ``out`` and renamed once complete, with
 ``export.json`` (what was asked, with any augmentation spec's content, the counts, the
 catalog) and ``checksums.sha256`` (every file, ``sha256sum -c`` reads it). The same request
@@ -20,11 +21,10 @@ import importlib
 import json
 import os
 import shutil
-import threading
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from generators.scene.catalog import default_catalog
 from vario.batch.spec import checked_batch
 from vario.export import augment as aug
+from vario.export.copier import Copier
 from vario.export.frame import SPLITS, ExportContext, ExportFrame
 from vario.export.select import ExportRequestError, Selection, assign_splits, frame_step
 from vario.run import shard as sh
@@ -55,7 +56,6 @@ FORMATS = {
 MANIFEST = "export.json"
 _REQUEST = ".request.json"  # in the temporary folder: which request it is being made for
 CHECKSUMS = "checksums.sha256"
-_IN_FLIGHT = 64  # image writes queued at most: memory holds a few dozen images
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def export_batch(
     cache = _link_cache(store, out) if link else None
     con = sandbox.connection(store)
     _check_slice(con, selection)
-    jobs = _rendered_jobs(con, batch)
+    jobs, generators = _rendered_jobs(con, batch)
     splits = assign_splits(jobs, selection.split, split_seed)
     partial = _partial(out, request)
     try:
@@ -139,6 +139,8 @@ def export_batch(
                 catalog=catalog,
                 write=files.write,
                 final=out,
+                generators=tuple(generators),
+                copy=files.copy,
             )
             writer = cls(ctx, **options)
             counts = _Counts()
@@ -146,7 +148,7 @@ def export_batch(
             # the columns the writer reads (every column for an augmenter, which reads more)
             columns = getattr(cls, "COLUMNS", None) if augmenter is None else None
             frames = _frames(store, con, batch, selection, splits, len(jobs), on_job, columns)
-            with closing(frames):  # its open archive closed before the pool stops
+            with closing(frames):  # its open archive closed, even on an error
                 for found in frames:
                     for frame in augmenter.frames(found) if augmenter else (found,):
                         writer.add(frame)
@@ -258,14 +260,16 @@ def _check_slice(con: duckdb.DuckDBPyConnection, selection: Selection) -> None:
         raise ExportRequestError(f"--where: {reason}") from None
 
 
-def _rendered_jobs(con: duckdb.DuckDBPyConnection, batch: str) -> list[str]:
+def _rendered_jobs(con: duckdb.DuckDBPyConnection, batch: str) -> tuple[list[str], list[str]]:
+    """The batch's rendered jobs, and ``name version`` of the generators that rendered them."""
     rows = con.execute(
-        "SELECT job_id FROM jobs WHERE batch = $batch AND status = 'ok' ORDER BY job_id",
+        "SELECT job_id, generator || ' ' || generator_version FROM jobs "
+        "WHERE batch = $batch AND status = 'ok' ORDER BY job_id",
         {"batch": batch},
     ).fetchall()
     if not rows:
         raise ExportRequestError(f"batch {batch!r} has no rendered jobs to export")
-    return [j for (j,) in rows]
+    return [j for j, _ in rows], sorted({g for _, g in rows})
 
 
 def _frames(
@@ -302,15 +306,33 @@ def _frames(
         for job_id, rows in by_job.items():
             if job_id not in splits:
                 continue
-            with zipfile.ZipFile(sh.archive_path(store.archive_dir(batch), job_id)) as archive:
+            with closing(_JobArchive(sh.archive_path(store.archive_dir(batch), job_id))) as job:
                 for row in rows:
                     found = by_frame.get((job_id, row["frame"]), [])
-                    yield ExportFrame(splits[job_id], job_id, row["frame"], row, found, archive)
+                    yield ExportFrame(splits[job_id], job_id, row["frame"], row, found, job)
             done += 1
             if on_job:
                 on_job(done, total_jobs)
     if on_job:  # jobs the slice left without a frame count as done too
         on_job(total_jobs, total_jobs)
+
+
+class _JobArchive:
+    """A job's archive, opened on the first member read: formats that only copy its images
+    (``ExportContext.write_image``) never open it in the export's process."""
+
+    def __init__(self, path: Path):
+        self.filename = str(path)
+        self._open: zipfile.ZipFile | None = None
+
+    def read(self, name: str) -> bytes:
+        if self._open is None:
+            self._open = zipfile.ZipFile(self.filename)
+        return self._open.read(name)
+
+    def close(self) -> None:
+        if self._open is not None:
+            self._open.close()
 
 
 def _shard_tables(
@@ -370,83 +392,67 @@ class _Counts:
 
 
 class _FileWriter:
-    """Writes files under the export's folder on a few threads, at most ``_IN_FLIGHT``
-    queued, each hashed (SHA-256) as it is written unless its digest is known; the first
-    error is raised.
+    """Writes files under the export's folder, each hashed (SHA-256) unless its digest is
+    known, and copies archive images on a copier process (``vario.export.copier``, started
+    on the first) while the writer goes on.
 
-    A file whose digest is known (an archive's image, ``ExportFrame.checksum``) is not
-    written again when a resumed export finds it whole (its size), and with a ``cache`` it
-    is a hard link to the cache's read-only copy (``<cache>/<digest[:2]>/<digest><suffix>``,
-    made once, under a temporary name then renamed)."""
+    A copied image whose digest is known (``ExportFrame.checksum``) is not copied again when
+    a resumed export finds it whole (its size); with a ``cache`` it is a hard link to the
+    cache's read-only copy (``--link``)."""
 
     def __init__(self, root: Path, cache: Path | None = None):
         self.root = root
         self.cache = cache
         self.digests: dict[str, str] = {}
         self.bytes = 0
-        self._pool = ThreadPoolExecutor(max_workers=4)
-        self._pending: list[Future] = []
+        self._copier: Copier | None = None
         self._folders: set[Path] = set()  # made already
 
     def __enter__(self) -> _FileWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        try:
-            self._drain(0)
-        finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+    def __exit__(self, exc_type, *exc) -> None:
+        if self._copier is None:
+            return
+        with self._copier:  # killed when leaving on an error
+            if exc_type is None:
+                copied, computed = self._copier.finish()
+                self.bytes += copied
+                self.digests.update(computed)
 
     def write(self, path: Path | str, data: bytes, sha256: str | None = None) -> None:
+        relative = self._claim(path)
+        target = self.root / relative
+        if target.parent not in self._folders:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(target.parent)
+        target.write_bytes(data)
+        self.digests[relative] = sha256 or hashlib.sha256(data).hexdigest()
+        self.bytes += len(data)
+
+    def copy(self, path: Path | str, archive: str, member: str, sha256: str | None) -> None:
+        relative = self._claim(path)
+        if self._copier is None:
+            self._copier = Copier(self.root, self.cache)
+        self._copier.copy(archive, member, relative, sha256)
+        self.digests[relative] = sha256 or ""  # or the copier's, once it is done
+
+    def _claim(self, path: Path | str) -> str:
+        """``path`` as a name inside the export, not given before."""
         relative = PurePosixPath(path)
         if relative.is_absolute() or ".." in relative.parts or not relative.parts:
             raise ValueError(f"{path}: not a path inside the export")
-        target = self.root / relative
-        relative = relative.as_posix()
-        if relative in self.digests:  # two frames under one name: a writer's bug
-            raise ValueError(f"{relative} written twice")
-        self.digests[relative] = ""
-        self.bytes += len(data)
-        self._pending.append(self._pool.submit(self._write, target, relative, data, sha256))
-        self._drain(_IN_FLIGHT)
+        name = relative.as_posix()
+        if name in self.digests:  # two frames under one name: a writer's bug
+            raise ValueError(f"{name} written twice")
+        self.digests[name] = ""
+        return name
 
-    def _write(self, target: Path, relative: str, data: bytes, sha256: str | None) -> None:
-        self._folder(target.parent)
-        if sha256 is None:
-            target.write_bytes(data)
-            self.digests[relative] = hashlib.sha256(data).hexdigest()
-            return
-        if not (target.exists() and target.stat().st_size == len(data)):  # not resumed whole
-            if self.cache is None:
-                target.write_bytes(data)
-            else:
-                target.unlink(missing_ok=True)
-                os.link(self._cached(sha256, target.suffix, data), target)
-        self.digests[relative] = sha256
 
-    def _cached(self, sha256: str, suffix: str, data: bytes) -> Path:
-        cached = self.cache / sha256[:2] / f"{sha256}{suffix}"
-        if not cached.exists():
-            self._folder(cached.parent)
-            temporary = cached.with_name(f".{cached.name}.{os.getpid()}-{threading.get_ident()}")
-            temporary.write_bytes(data)
-            temporary.chmod(0o444)  # shared by every linked export: nobody edits it in place
-            try:  # the first copy made stays: a link never replaces a name (os.replace would)
-                os.link(temporary, cached)
-            except FileExistsError:  # another thread or export cached the same image first
-                pass
-            finally:
-                temporary.unlink()
-        return cached
-
-    def _folder(self, folder: Path) -> None:
-        if folder not in self._folders:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._folders.add(folder)
-
-    def _drain(self, keep: int) -> None:
-        while len(self._pending) > keep:
-            self._pending.pop(0).result()
+def _sha256(path: Path) -> str:
+    """A file's SHA-256, read a block at a time (a shard may be hundreds of megabytes)."""
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _write_manifest(
@@ -454,10 +460,12 @@ def _write_manifest(
 ) -> None:
     """``checksums.sha256`` over every file the writer wrote (or that ``write`` missed:
     files a writer wrote itself are hashed here), then ``export.json``."""
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        relative = path.relative_to(root).as_posix()
-        if not digests.get(relative):
-            digests[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    files = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    missing = sorted(name for name in files if not digests.get(name))
+    with ThreadPoolExecutor(max_workers=2) as pool:  # hashing lets go of the GIL: two cores
+        hashed = pool.map(_sha256, (root / n for n in missing))
+        for name, digest in zip(missing, hashed, strict=True):
+            digests[name] = digest
     lines = [f"{digest}  {name}\n" for name, digest in sorted(digests.items())]
     (root / CHECKSUMS).write_text("".join(lines))
     recorded = {k: v for k, v in asdict(summary).items() if k not in ("out", "up_to_date")}

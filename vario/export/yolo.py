@@ -161,7 +161,7 @@ class YoloWriter:
                 values = polygon(obj, width, height)
             lines.append(" ".join([str(self.index[obj["category"]]), *map(_number, values)]))
         image = Path("images", frame.split, f"{frame.stem}.png")
-        self.ctx.write(image, frame.image("rgb"), frame.checksum("rgb"))
+        self.ctx.write_image(image, frame, "rgb")
         text = "".join(f"{line}\n" for line in lines)
         self.ctx.write(Path("labels", frame.split, f"{frame.stem}.txt"), text.encode())
         self.images[frame.split] = self.images.get(frame.split, 0) + 1

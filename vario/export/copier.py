@@ -1,0 +1,170 @@
+"""Copying archive images into an export on another process, beside the one that writes labels.
+
+An export's time goes to two kinds of work: turning label rows into the format's text (Python,
+one core) and copying image files out of the job archives (system calls). Threads in one
+process share one interpreter lock, and handing each image to a thread cost more on a
+two-core machine than writing it; a second process runs the copies truly beside the labels.
+
+``Copier`` (in the export's process) sends the copier process one line of JSON per job:
+the archive and, for each image, its member, where it goes (relative to the export's folder)
+and its SHA-256 when recorded at render time. The process (``python -m vario.export.copier
+PARENT_PID ROOT [--cache CACHE]``) copies each image unless a resumed export already holds it
+whole (its size), or, with a cache, links it to the cache's read-only copy (``--link``:
+``<cache>/<digest[:2]>/<digest><suffix>``, made once under a temporary name). At the end it
+answers one line: the bytes copied and every digest it had to compute. On an error it answers
+the error and stops; when its input ends without the end mark, or the export's process is
+gone (killed outright), it stops at once, copying nothing more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+from typing import IO, Any
+
+END = "end"  # the last line a finished export sends
+
+
+class CopyError(RuntimeError):
+    """The copier process failed (its message is the first error it met)."""
+
+
+class Copier:
+    """One copier process for an export's folder ``root``; ``copy`` queues a job's images,
+    ``finish`` waits for them all and returns ``(bytes copied, digests computed)``.
+    Used as a context manager: leaving it on an error kills the process."""
+
+    def __init__(self, root: Path, cache: Path | None = None):
+        command = [sys.executable, "-m", "vario.export.copier", str(os.getpid()), str(root)]
+        if cache is not None:
+            command += ["--cache", str(cache)]
+        self._process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+        self._job: tuple[str, list[list[Any]]] | None = None
+
+    def __enter__(self) -> Copier:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._process.poll() is None:  # left on an error: nothing more is copied
+            self._process.kill()
+        self._process.wait()
+        for stream in (self._process.stdin, self._process.stdout):
+            if stream is not None and not stream.closed:
+                stream.close()
+
+    def copy(self, archive: str, member: str, target: str, sha256: str | None) -> None:
+        """Copy ``member`` of ``archive`` to ``target`` (relative to the export's folder).
+        Images of one archive are sent together, when the next archive's first comes."""
+        if self._job is not None and self._job[0] != archive:
+            self._send()
+        if self._job is None:
+            self._job = (archive, [])
+        self._job[1].append([member, target, sha256])
+
+    def finish(self) -> tuple[int, dict[str, str]]:
+        self._send()
+        self._write(END)
+        self._process.stdin.close()
+        reply = self._answer()
+        if "error" in reply:
+            raise CopyError(f"copying images: {reply['error']}")
+        return reply["bytes"], reply["digests"]
+
+    def _send(self) -> None:
+        if self._job is not None:
+            self._write(json.dumps({"archive": self._job[0], "images": self._job[1]}))
+            self._job = None
+
+    def _write(self, line: str) -> None:
+        try:
+            self._process.stdin.write(line + "\n")
+        except BrokenPipeError:  # it stopped on an error: its answer says which
+            reply = self._answer()
+            raise CopyError(f"copying images: {reply.get('error', 'stopped')}") from None
+
+    def _answer(self) -> dict[str, Any]:
+        """The process's one line of answer, once it has ended."""
+        line = self._process.stdout.readline()
+        self._process.wait()
+        reply = json.loads(line) if line.strip() else {}
+        if self._process.returncode != 0 and "error" not in reply:
+            reply["error"] = f"the copier process ended with status {self._process.returncode}"
+        return reply
+
+
+def _copy_job(
+    root: Path, cache: Path | None, job: dict, digests: dict[str, str], parent: int
+) -> int:
+    """One archive's images; returns the bytes copied. Stops the process at once when the
+    export's process is gone (killed outright): its folder may be taken over by another."""
+    copied = 0
+    with zipfile.ZipFile(job["archive"]) as archive:
+        for member, relative, sha256 in job["images"]:
+            if os.getppid() != parent:
+                os._exit(3)
+            target = root / relative
+            size = archive.getinfo(member).file_size
+            copied += size
+            if target.exists() and target.stat().st_size == size and sha256:
+                continue  # written whole by the export this one resumes
+            data = archive.read(member)
+            if sha256 is None:
+                sha256 = digests[relative] = hashlib.sha256(data).hexdigest()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if cache is None:
+                target.write_bytes(data)
+            else:
+                target.unlink(missing_ok=True)
+                os.link(_cached(cache, sha256, target.suffix, data), target)
+    return copied
+
+
+def _cached(cache: Path, sha256: str, suffix: str, data: bytes) -> Path:
+    """The cache's read-only copy of ``data``, made if absent; the first copy made stays (a
+    link never replaces a name, as ``os.replace`` would), so exports never race on it."""
+    cached = cache / sha256[:2] / f"{sha256}{suffix}"
+    if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cached.with_name(f".{cached.name}.{os.getpid()}-{threading.get_ident()}")
+        temporary.write_bytes(data)
+        temporary.chmod(0o444)  # shared by every linked export: nobody edits it in place
+        try:
+            os.link(temporary, cached)
+        except FileExistsError:  # another export cached the same image first
+            pass
+        finally:
+            temporary.unlink()
+    return cached
+
+
+def serve(root: Path, cache: Path | None, lines: IO[str], answer: IO[str], parent: int) -> int:
+    """The copier process's loop: jobs from ``lines`` until the end mark; returns its exit
+    status (0 done, 1 an error, answered; 3 input ended early: the export was stopped)."""
+    copied, digests, archive = 0, {}, "?"
+    try:
+        for line in lines:
+            if line.strip() == END:
+                answer.write(json.dumps({"bytes": copied, "digests": digests}) + "\n")
+                return 0
+            job = json.loads(line)
+            archive = job["archive"]
+            copied += _copy_job(root, cache, job, digests, parent)
+    except Exception as exc:  # noqa: BLE001 (any failure is answered, then the process ends)
+        error = f"{type(exc).__name__}: {exc} ({archive})"
+        answer.write(json.dumps({"error": error}) + "\n")
+        return 1
+    return 3
+
+
+if __name__ == "__main__":
+    parent_pid, folder, *rest = sys.argv[1:]
+    found_cache = Path(rest[1]) if rest[:1] == ["--cache"] else None
+    sys.exit(serve(Path(folder), found_cache, sys.stdin, sys.stdout, int(parent_pid)))

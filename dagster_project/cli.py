@@ -12,6 +12,7 @@ import json
 import math
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -755,6 +756,61 @@ def ui(host: str, port: int) -> None:
     definitions = ("-m", "dagster_project.definitions")
     command = ("-m", "dagster", "dev", *definitions, "-h", host, "-p", str(port))
     os.execvp(sys.executable, [sys.executable, *command])
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback unless told.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--no-daemon", is_flag=True, help="Do not start the Dagster daemon beside it.")
+def serve(host: str, port: int, no_daemon: bool) -> None:
+    """Serve the HTTP API (docs at /docs) and, unless --no-daemon, the Dagster daemon that
+    runs the batches it queues (its sensors pick up the inbox), until stopped."""
+    import uvicorn
+
+    from dagster_project.console import out
+    from dagster_project.instance import dagster_home
+
+    daemon = None
+    if not no_daemon:
+        dagster_home()
+        definitions = ("-m", "dagster_project.definitions")
+        command = [sys.executable, "-m", "dagster", "daemon", "run", *definitions]
+        log = _store().root / "logs"
+        log.mkdir(parents=True, exist_ok=True)
+        with open(log / "daemon.log", "ab") as sink:  # its event log belongs in the UI
+            daemon = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+    out.print(f"Vario API on http://{host}:{port} (docs: /docs)", markup=False)
+    try:
+        app = "vario.api.app:create_app"
+        uvicorn.run(app, factory=True, host=host, port=port, log_level="warning")
+    finally:
+        if daemon is not None:
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+
+
+@main.group("api-key")
+def api_key() -> None:
+    """Keys for the HTTP API (``vario serve``)."""
+
+
+@api_key.command("create")
+@click.option(
+    "--scope",
+    type=click.Choice(["read", "submit", "admin"]),
+    default="read",
+    show_default=True,
+    help="read: look; submit: also queue batches; admin: everything.",
+)
+def api_key_create(scope: str) -> None:
+    """Make a key and print it once: only its salted hash is kept."""
+    from vario.api.keys import create_key
+
+    click.echo(create_key(_store(), scope))
 
 
 @main.command("demo")

@@ -48,25 +48,38 @@ def load_yaml_model(
     UTF-8, no YAML aliases; at most ``MAX_ERRORS`` messages, each value shortened."""
     with open(path, "rb") as f:
         raw = f.read(max_bytes + 1)
+    return parse_yaml_model(model, raw, error, source=str(path), max_bytes=max_bytes)
+
+
+def parse_yaml_model(
+    model: type[BaseModel],
+    raw: bytes,
+    error: type[FieldErrors],
+    *,
+    source: str = "",
+    max_bytes: int = MAX_FILE_BYTES,
+) -> BaseModel:
+    """``load_yaml_model`` for bytes already read (an HTTP request's body); each message
+    starts with ``source`` when given, then the field's path."""
+    at = f"{source}: " if source else ""
     if len(raw) > max_bytes:
-        raise error([f"{path}: larger than {max_bytes:,} bytes"])
+        raise error([f"{at}larger than {max_bytes:,} bytes"])
     try:
         data = yaml.load(raw.decode("utf-8"), Loader=_NoAliasLoader) or {}
     except UnicodeDecodeError as exc:
-        raise error([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
+        raise error([f"{at}not UTF-8 text (byte {exc.start})"]) from None
     except yaml.YAMLError as exc:
-        raise error([f"{path}: not YAML/JSON: {exc}"]) from None
+        raise error([f"{at}not YAML/JSON: {exc}"]) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         problems = exc.errors()
         messages = [
-            f"{path}: {'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']} "
-            f"(got {_shown(e['input'])})"
+            f"{at}{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']} (got {_shown(e['input'])})"
             for e in problems[:MAX_ERRORS]
         ]
         if len(problems) > MAX_ERRORS:
-            messages.append(f"{path}: ... and {len(problems) - MAX_ERRORS} more problems")
+            messages.append(f"{at}... and {len(problems) - MAX_ERRORS} more problems")
         raise error(messages) from None
 
 

@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     s3_prefix: str = Field("vario", description="Key prefix of the data in the bucket.")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint URL.")
     s3_region: str | None = Field(None, description="S3 region.")
+    api_rate_per_minute: int = Field(
+        1200, ge=1, description="HTTP API requests one key may make per minute."
+    )
+    api_max_body_bytes: int = Field(
+        1 << 20, ge=1024, description="The largest HTTP API request body, in bytes."
+    )
+    api_cors_origins: list[str] = Field(
+        [], description="Origins a browser may call the HTTP API from (none unless set)."
+    )
 
     @field_validator("data_dir", "dagster_home", "templates_dir", "catalog_dir", "cache_dir")
     @classmethod

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import qmc
 
+from generators.contract.domain import Domain
 from vario.batch.spec import Choices, Sampler
 
 
@@ -122,3 +123,21 @@ def sample_chunks(
 def sample(sampler: Sampler, schemas: dict[str, dict], seed: int) -> list[dict[str, Any]]:
     """Every job's sampled parameters, in job order."""
     return [job for chunk in sample_chunks(sampler, schemas, seed)[1] for job in chunk]
+
+
+def random_params(schemas: dict[str, dict], domain: Domain, seed: int) -> dict[str, Any]:
+    """One job's parameters drawn at random for ``seed``: every domain parameter (semantic
+    and nuisance) with a range (numbers with both bounds) or choices (enums, booleans) drawn
+    over all of it, the others left to their defaults."""
+    ranges: dict[str, tuple[float, float] | Choices] = {}
+    for name in (*domain.semantic, *domain.nuisance):
+        schema = schemas.get(name, {})
+        if "enum" in schema:
+            ranges[name] = Choices(choices=schema["enum"])
+        elif schema.get("type") == "boolean":
+            ranges[name] = Choices(choices=[True, False])
+        elif "minimum" in schema and "maximum" in schema:
+            ranges[name] = (schema["minimum"], schema["maximum"])
+    if not ranges:
+        return {}
+    return sample(Sampler(kind="random", count=1, ranges=ranges), schemas, seed)[0]

@@ -1,0 +1,136 @@
+"""``Batch``: follow a submitted batch, page through its jobs, download its archives.
+
+A download writes ``<job id>.zip.part`` and renames it once its SHA-256 equals the one the
+server gives (the archive's ``ETag``); an interrupted one resumes from the part's size with
+``Range`` (``If-Range``: the same archive, or it starts over); a complete file is checked by
+asking with ``If-None-Match`` its own digest, and the server answers 304 without sending it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from vario_client.errors import ApiError, raise_for
+from vario_client.models import BatchStatus, JobRow
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class DownloadSummary:
+    downloaded: int  # archives transferred (whole or resumed)
+    skipped: int  # archives already complete
+    bytes: int  # bytes transferred
+
+
+class Batch:
+    def __init__(self, client, name: str):
+        self.client = client
+        self.name = name
+        self.status: BatchStatus | None = None
+
+    def __repr__(self) -> str:
+        return f"Batch({self.name!r})"
+
+    def refresh(self) -> BatchStatus:
+        self.status = BatchStatus.model_validate(self.client._json("GET", f"/batches/{self.name}"))
+        return self.status
+
+    def wait(
+        self, timeout: float | None = None, *, poll: float = 2.0, progress: bool = False
+    ) -> BatchStatus:
+        """Poll until every job has ended; ``TimeoutError`` after ``timeout`` seconds, an
+        ``ApiError`` if the spec was rejected. With ``progress``, a line on stderr."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.refresh()
+            if progress:
+                _show(status)
+            if status.state == "rejected":
+                raise ApiError(
+                    422,
+                    f"batch {self.name} was rejected",
+                    [{"field": "spec", "message": e} for e in status.errors or []],
+                )
+            if status.state == "done":
+                if progress:
+                    sys.stderr.write("\n")
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"batch {self.name} not done after {timeout} s ({status.state})")
+            time.sleep(poll)
+
+    def jobs(self, status: str | None = None, page: int = 500) -> Iterator[JobRow]:
+        cursor = -1
+        while True:
+            params = {"cursor": cursor, "limit": page, **({"status": status} if status else {})}
+            answer = self.client._json("GET", f"/batches/{self.name}/jobs", params=params)
+            yield from (JobRow.model_validate(j) for j in answer["jobs"])
+            if answer["next_cursor"] is None:
+                return
+            cursor = answer["next_cursor"]
+
+    def download(self, folder: str | Path, workers: int = 8) -> DownloadSummary:
+        """Every done job's archive into ``folder`` as ``<job id>.zip``, ``workers`` at a
+        time; complete files are skipped, partial ones resumed, every one verified."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        done = [j.job_id for j in self.jobs(status="done")]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(lambda job: _download(self.client, job, folder), done))
+        transferred = [n for n in results if n is not None]
+        return DownloadSummary(len(transferred), len(results) - len(transferred), sum(transferred))
+
+
+def _show(status: BatchStatus) -> None:
+    counts = status.counts
+    ended = f"{counts.done + counts.failed}/{status.jobs}" if counts else "0/?"
+    eta = f", about {status.eta_seconds:.0f} s left" if status.eta_seconds else ""
+    failed = f", {counts.failed} failed" if counts and counts.failed else ""
+    sys.stderr.write(f"\r{status.name}: {status.state} {ended} jobs{failed}{eta}   ")
+    sys.stderr.flush()
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _download(client, job_id: str, folder: Path) -> int | None:
+    """One archive; the bytes transferred, or None when the file was complete already."""
+    target = folder / f"{job_id}.zip"
+    part = target.with_name(target.name + ".part")
+    etag_file = target.with_name(target.name + ".etag")
+    headers: dict[str, str] = {}
+    if target.exists():
+        headers["If-None-Match"] = f'"{_sha256(target)}"'
+    elif part.exists() and etag_file.exists():
+        headers["Range"] = f"bytes={part.stat().st_size}-"
+        headers["If-Range"] = etag_file.read_text()
+    with client.http.stream("GET", f"/jobs/{job_id}/archive", headers=headers) as response:
+        if response.status_code == 304:
+            return None
+        if response.status_code >= 400:
+            response.read()
+            raise_for(response)
+        etag = response.headers["ETag"]
+        etag_file.write_text(etag)
+        mode = "ab" if response.status_code == 206 else "wb"
+        received = 0
+        with part.open(mode) as out:
+            for chunk in response.iter_bytes(CHUNK):
+                out.write(chunk)
+                received += len(chunk)
+    if _sha256(part) != etag.strip('"'):
+        part.unlink()
+        etag_file.unlink()
+        raise ApiError(502, f"{job_id}: the archive's SHA-256 does not match its ETag; removed")
+    part.replace(target)
+    etag_file.unlink()
+    return received

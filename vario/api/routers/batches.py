@@ -1,0 +1,203 @@
+"""``/v1/batches``: submit a batch spec (validated and planned as the CLI does, then dropped
+into the inbox the Dagster sensor watches), list batches, follow one's progress and tests,
+page through its jobs, read its report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import FileResponse
+
+from generators.labels.archive import write_atomic
+from generators.params import parse_yaml_model
+from vario.api import status
+from vario.api.auth import require
+from vario.api.models import (
+    ID_PATTERN,
+    JOB_STATE,
+    BatchPage,
+    BatchStatus,
+    BatchSummary,
+    JobPage,
+    Submitted,
+)
+from vario.api.problems import PROBLEM_RESPONSES, ApiError
+from vario.batch.plan import plan
+from vario.batch.spec import BatchSpec, SpecError
+from vario.quality import checks as quality
+from vario.quality.report import write_report
+from vario.store.layout import DataStore
+
+router = APIRouter(prefix="/batches", tags=["batches"], responses=PROBLEM_RESPONSES)
+Name = Annotated[str, Path(pattern=ID_PATTERN, description="A batch's name.")]
+SPEC_TYPES = ("application/json", "application/yaml", "application/x-yaml", "text/yaml")
+_SPEC_BODY = {
+    "content": {
+        kind: {"schema": BatchSpec.model_json_schema(ref_template="#/components/schemas/{model}")}
+        for kind in SPEC_TYPES
+    },
+    "required": True,
+}
+
+
+def _store(request: Request) -> DataStore:
+    return request.app.state.store
+
+
+@router.post(
+    "",
+    status_code=202,
+    openapi_extra={"requestBody": _SPEC_BODY},
+    dependencies=[Depends(require("submit"))],
+)
+async def submit_batch(
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Submitted:
+    """A batch spec (JSON or YAML), validated and planned whole (every job) before it is
+    queued; 422 names each bad field, 409 a name taken by another spec. The same spec
+    again is answered as recorded and queues nothing. With ``Idempotency-Key``, a retry of
+    the same request gets the same answer; the key with another body is a 422."""
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if kind not in SPEC_TYPES:
+        raise ApiError(415, f"a batch spec is one of {', '.join(SPEC_TYPES)} (got {kind!r})")
+    raw = await request.body()
+    store = _store(request)
+    remembered = _idempotent(store, idempotency_key, raw)
+    if remembered is not None:
+        response.status_code = remembered["status"]
+        return Submitted.model_validate(remembered["body"])
+    spec = parse_yaml_model(BatchSpec, raw, SpecError)
+    planned = plan(spec)
+    try:
+        recorded = store.recorded(planned.spec)
+    except SpecError as exc:
+        raise ApiError(409, exc.messages[0].split(": ", 1)[-1]) from None
+    answer = Submitted(
+        name=spec.name,
+        jobs=planned.job_count,
+        shards=len(planned.shards),
+        state="recorded" if recorded else "queued",
+    )
+    if recorded:
+        response.status_code = 200
+    else:
+        store.submit_spec(json.loads(spec.model_dump_json()))
+    response.headers["Location"] = f"/v1/batches/{spec.name}"
+    _remember(store, idempotency_key, raw, response.status_code, answer)
+    return answer
+
+
+def _idempotency_path(store: DataStore, key: str):
+    return store.root / "api" / "idempotency" / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+
+
+def _idempotent(store: DataStore, key: str | None, raw: bytes) -> dict | None:
+    if key is None:
+        return None
+    path = _idempotency_path(store, key)
+    if not path.exists():
+        return None
+    remembered = json.loads(path.read_text())
+    if remembered["request"] != hashlib.sha256(raw).hexdigest():
+        raise ApiError(422, "this Idempotency-Key was used with another request body")
+    return remembered
+
+
+def _remember(store: DataStore, key: str | None, raw: bytes, code: int, answer: Submitted) -> None:
+    if key is None:
+        return
+    path = _idempotency_path(store, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "request": hashlib.sha256(raw).hexdigest(),
+        "status": code,
+        "body": answer.model_dump(mode="json"),
+    }
+    write_atomic(path, json.dumps(record).encode())
+
+
+@router.get("", dependencies=[Depends(require("read"))])
+def list_batches(
+    request: Request,
+    cursor: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> BatchPage:
+    """Recorded batches by name, ``limit`` a page, after the name ``cursor``."""
+    store = _store(request)
+    names = [n for n in store.batches() if cursor is None or n > cursor]
+    page = []
+    for name in names[:limit]:
+        jobs = status.job_count(store, name)
+        page.append(BatchSummary(name=name, generator=store.spec(name).generator, jobs=jobs))
+    more = len(names) > limit
+    return BatchPage(batches=page, next_cursor=page[-1].name if more else None)
+
+
+@router.get("/{name}", dependencies=[Depends(require("read"))])
+def show_batch(request: Request, name: Name) -> BatchStatus:
+    """Counts by state, progress, time left and the dataset tests of a recorded batch; a
+    spec still in the inbox is ``queued``, one the sensor refused ``rejected`` (with why)."""
+    store = _store(request)
+    if name in store.batches():
+        spec = store.spec(name)
+        now = status.progress(store, name)
+        return BatchStatus(
+            name=name,
+            generator=spec.generator,
+            jobs=now["jobs"],
+            state=now["state"],
+            counts=now["counts"],
+            progress=now["progress"],
+            eta_seconds=now["eta_seconds"],
+            tests=status.test_results(store, name),
+        )
+    if (store.inbox / f"{name}.yaml").exists():
+        return BatchStatus(name=name, state="queued")
+    rejected = store.inbox / "rejected" / f"{name}.yaml.error.txt"
+    if rejected.exists():
+        return BatchStatus(name=name, state="rejected", errors=rejected.read_text().splitlines())
+    raise ApiError(404, f"no batch {name!r}")
+
+
+def _recorded(store: DataStore, name: str) -> None:
+    if name not in store.batches():
+        raise ApiError(404, f"no recorded batch {name!r}")
+
+
+@router.get("/{name}/jobs", dependencies=[Depends(require("read"))])
+def list_jobs(
+    request: Request,
+    name: Name,
+    cursor: Annotated[int, Query(ge=-1, description="The last job index of the page before.")] = -1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    status_filter: Annotated[JOB_STATE | None, Query(alias="status")] = None,
+) -> JobPage:
+    """The batch's jobs in job order, ``limit`` a page, with their state."""
+    store = _store(request)
+    _recorded(store, name)
+    rows, next_cursor = status.jobs_page(store, name, cursor, limit, status_filter)
+    return JobPage(jobs=rows, next_cursor=next_cursor)
+
+
+@router.get(
+    "/{name}/report",
+    response_class=FileResponse,
+    responses={200: {"content": {"text/html": {}}}},
+    dependencies=[Depends(require("read"))],
+)
+def batch_report(request: Request, name: Name) -> FileResponse:
+    """The batch's HTML dataset report (written from its recorded tests when missing)."""
+    store = _store(request)
+    _recorded(store, name)
+    path = store.root / "reports" / name / "report.html"
+    if not path.exists():
+        results = quality.recorded_results(store, name)
+        if results is None:
+            raise ApiError(404, f"batch {name!r} has no dataset test results yet")
+        path, _ = write_report(store, name, results)
+    return FileResponse(path, media_type="text/html")

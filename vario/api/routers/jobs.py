@@ -1,0 +1,90 @@
+"""``/v1/jobs``: one job's record (parameters, seed, state, timing, error), its archive
+(streamed, with ranges, an ETag that is its SHA-256, and that digest in ``Repr-Digest``), and
+a preview of its first frame with its boxes."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import FileResponse, Response
+
+from generators.labels.preview import boxed_frame
+from vario.api import status
+from vario.api.auth import require
+from vario.api.models import ID_PATTERN, Job
+from vario.api.problems import PROBLEM_RESPONSES, ApiError
+from vario.run import shard as sh
+from vario.store.layout import DataStore
+
+router = APIRouter(
+    prefix="/jobs",
+    tags=["jobs"],
+    dependencies=[Depends(require("read"))],
+    responses=PROBLEM_RESPONSES,
+)
+JobId = Annotated[str, Path(pattern=ID_PATTERN, description="A job's id.")]
+
+
+def _job(store: DataStore, job_id: str) -> dict[str, Any]:
+    found = status.find_job(store, job_id)
+    if found is None:
+        raise ApiError(404, f"no job {job_id!r}")
+    return found
+
+
+def _archive(store: DataStore, job: dict[str, Any]):
+    path = sh.archive_path(store.archive_dir(job["batch"]), job["job_id"])
+    if not path.exists():
+        raise ApiError(404, f"job {job['job_id']!r} has no archive (not rendered yet, or failed)")
+    return path
+
+
+@router.get("/{job_id}")
+def show_job(request: Request, job_id: JobId) -> Job:
+    store = request.app.state.store
+    job = _job(store, job_id)
+    record = status.job_record(store, job["batch"], job_id)
+    archive = sh.archive_path(store.archive_dir(job["batch"]), job_id)
+    done = record["status"] == "done"
+    return Job(
+        **job,
+        **record,
+        archive_sha256=status.archive_sha256(archive) if done else None,
+        archive_bytes=archive.stat().st_size if done else None,
+    )
+
+
+@router.get(
+    "/{job_id}/archive",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/zip": {}}},
+        206: {"description": "The range asked for."},
+        304: {"description": "The archive has the ETag given in If-None-Match."},
+    },
+)
+def download_archive(request: Request, job_id: JobId) -> Response:
+    """The job's archive. ``ETag`` is its SHA-256 (``If-None-Match`` with it: 304);
+    ``Range: bytes=N-`` resumes a partial download (206)."""
+    store = request.app.state.store
+    path = _archive(store, _job(store, job_id))
+    digest = status.archive_sha256(path)
+    etag = f'"{digest}"'
+    headers = {
+        "ETag": etag,
+        "Repr-Digest": f"sha-256=:{base64.b64encode(bytes.fromhex(digest)).decode()}:",
+        "Cache-Control": "private, max-age=0",
+    }
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    return FileResponse(path, media_type="application/zip", filename=path.name, headers=headers)
+
+
+@router.get("/{job_id}/preview.png", responses={200: {"content": {"image/png": {}}}})
+def preview(request: Request, job_id: JobId) -> Response:
+    """The job's first frame with its objects' boxes and categories drawn."""
+    store = request.app.state.store
+    path = _archive(store, _job(store, job_id))
+    return Response(boxed_frame(path, 0), media_type="image/png")

@@ -325,3 +325,24 @@ def test_the_client_raises_typed_errors(served):
         stranger.generators()
     with Client(url, keys["read"]) as reader, pytest.raises(Forbidden):
         reader.submit({**SPEC, "name": "nope"})
+
+
+def test_each_key_has_its_own_rate_limit(tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from vario.api.app import create_app
+    from vario.store.layout import DataStore
+
+    monkeypatch.setenv("VARIO_API_RATE_PER_MINUTE", "3")
+    store = DataStore(tmp_path)
+    first, second = create_key(store, "read"), create_key(store, "read")
+    with TestClient(create_app(store)) as client:
+
+        def get(key: str) -> httpx.Response:
+            return client.get("/v1/generators", headers={"Authorization": f"Bearer {key}"})
+
+        assert [get(first).status_code for _ in range(3)] == [200, 200, 200]
+        limited = get(first)
+        assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 20
+        assert limited.headers["content-type"] == "application/problem+json"
+        assert get(second).status_code == 200  # another key's budget is its own

@@ -82,4 +82,12 @@ def create_app(store: DataStore | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Range"],
         )
     app.add_middleware(BodyLimit, limit=config.api_max_body_bytes)
+    made = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            made()["components"]["schemas"].update(batches.spec_schemas())
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app

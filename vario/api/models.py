@@ -34,7 +34,7 @@ class ValidParameters(BaseModel):
 
 class SampleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    seed: int = Field(0, ge=0, le=2**63 - 1)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
 
 
 class Counts(BaseModel):

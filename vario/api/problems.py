@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from generators.params import FieldErrors
 
@@ -73,6 +74,15 @@ def _location(loc: tuple[Any, ...]) -> str:
     return path or str(loc[0] if loc else "")
 
 
+def _methods(request: Request) -> list[str]:
+    """The methods the routes of the request's path answer (HEAD is GET's, undocumented)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= set(route.methods or ())
+    return sorted(methods - {"HEAD"})
+
+
 def install(app: FastAPI) -> None:
     """The handlers that make every error a problem document."""
 
@@ -82,7 +92,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return response(exc.status_code, str(exc.detail), headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:  # every method of the path, not the first route's only
+            headers = {**(headers or {}), "Allow": ", ".join(_methods(request))}
+        return response(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

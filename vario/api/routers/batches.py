@@ -34,10 +34,18 @@ from vario.store.layout import DataStore
 router = APIRouter(prefix="/batches", tags=["batches"], responses=PROBLEM_RESPONSES)
 Name = Annotated[str, Path(pattern=ID_PATTERN, description="A batch's name.")]
 SPEC_TYPES = ("application/json", "application/yaml", "application/x-yaml", "text/yaml")
+
+
+def spec_schemas() -> dict[str, dict]:
+    """``BatchSpec`` and the models it holds as OpenAPI components (the body is read as JSON
+    or YAML by the route itself, so FastAPI does not add them)."""
+    schema = BatchSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {**schema.pop("$defs", {}), "BatchSpec": schema}
+
+
 _SPEC_BODY = {
     "content": {
-        kind: {"schema": BatchSpec.model_json_schema(ref_template="#/components/schemas/{model}")}
-        for kind in SPEC_TYPES
+        kind: {"schema": {"$ref": "#/components/schemas/BatchSpec"}} for kind in SPEC_TYPES
     },
     "required": True,
 }

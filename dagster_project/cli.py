@@ -767,18 +767,26 @@ def serve(host: str, port: int, no_daemon: bool) -> None:
     runs the batches it queues (its sensors pick up the inbox), until stopped."""
     import uvicorn
 
-    from dagster_project.console import out
+    from dagster_project.console import err, out
     from dagster_project.instance import dagster_home
 
     daemon = None
     if not no_daemon:
         dagster_home()
         definitions = ("-m", "dagster_project.definitions")
-        command = [sys.executable, "-m", "dagster", "daemon", "run", *definitions]
-        log = _store().root / "logs"
-        log.mkdir(parents=True, exist_ok=True)
-        with open(log / "daemon.log", "ab") as sink:  # its event log belongs in the UI
+        command = [sys.executable, "-m", "dagster._daemon", "run", *definitions]
+        log = _store().root / "logs" / "daemon.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as sink:  # its event log belongs in the UI
             daemon = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            daemon.wait(timeout=3)  # one that cannot start ends at once
+        except subprocess.TimeoutExpired:
+            pass
+        else:
+            err.print(f"error: the Dagster daemon did not start; {log}:", markup=False)
+            err.print(log.read_text()[-2000:], markup=False)
+            sys.exit(1)
     out.print(f"Vario API on http://{host}:{port} (docs: /docs)", markup=False)
     try:
         app = "vario.api.app:create_app"

@@ -43,13 +43,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(env: dict, *extra: str) -> tuple[subprocess.Popen, str, Path]:
+def start_server(
+    env: dict, *extra: str, cwd: Path | None = None, new_session: bool = False
+) -> tuple[subprocess.Popen, str, Path]:
     """``vario serve`` on a free port, once it answers; its output goes to a log file."""
     port = free_port()
     log = Path(env["VARIO_DATA_DIR"]).parent / f"serve-{port}.log"
     command = [sys.executable, "-m", "dagster_project.cli", "serve", "--port", str(port), *extra]
     with log.open("wb") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=new_session,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

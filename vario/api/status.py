@@ -74,7 +74,7 @@ def progress(store: DataStore, batch: str) -> dict[str, Any]:
         "counts": counts,
         "progress": round(over / total, 4) if total else 1.0,
         "eta_seconds": eta,
-        "state": "done" if counts["pending"] == 0 else "running" if over else "pending",
+        "state": "rendered" if counts["pending"] == 0 else "running" if over else "pending",
     }
 
 

@@ -148,21 +148,24 @@ def list_batches(
 
 @router.get("/{name}", dependencies=[Depends(require("read"))])
 def show_batch(request: Request, name: Name) -> BatchStatus:
-    """Counts by state, progress, time left and the dataset tests of a recorded batch; a
-    spec still in the inbox is ``queued``, one the sensor refused ``rejected`` (with why)."""
+    """Counts by state, progress, time left and the dataset tests of a recorded batch:
+    ``pending``, ``running``, ``rendered`` (every job ended, the dataset tests not run yet),
+    ``done`` (tested). A spec still in the inbox is ``queued``, one the sensor refused
+    ``rejected`` (with why)."""
     store = _store(request)
     if name in store.batches():
         spec = store.spec(name)
         now = status.progress(store, name)
+        tests = status.test_results(store, name)
         return BatchStatus(
             name=name,
             generator=spec.generator,
             jobs=now["jobs"],
-            state=now["state"],
+            state="done" if now["state"] == "rendered" and tests is not None else now["state"],
             counts=now["counts"],
             progress=now["progress"],
             eta_seconds=now["eta_seconds"],
-            tests=status.test_results(store, name),
+            tests=tests,
         )
     if (store.inbox / f"{name}.yaml").exists():
         return BatchStatus(name=name, state="queued")

@@ -45,8 +45,9 @@ class Batch:
     def wait(
         self, timeout: float | None = None, *, poll: float = 2.0, progress: bool = False
     ) -> BatchStatus:
-        """Poll until every job has ended; ``TimeoutError`` after ``timeout`` seconds, an
-        ``ApiError`` if the spec was rejected. With ``progress``, a line on stderr."""
+        """Poll until every job has ended and the dataset tests ran (``done``);
+        ``TimeoutError`` after ``timeout`` seconds, an ``ApiError`` if the spec was
+        rejected. With ``progress``, a line on stderr."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             status = self.refresh()

@@ -34,7 +34,7 @@ class TestResult(BaseModel):
 
 class BatchStatus(BaseModel):
     name: str
-    state: Literal["queued", "rejected", "pending", "running", "done"]
+    state: Literal["queued", "rejected", "pending", "running", "rendered", "done"]
     generator: str | None = None
     jobs: int = 0
     counts: Counts | None = None

@@ -323,6 +323,10 @@ def test_the_client_downloads_every_archive_once_and_resumes_a_cut_one(served, t
         (tmp_path / f"{cut.name}.etag").write_text(f'"{hashlib.sha256(data).hexdigest()}"')
         third = batch.download(tmp_path)
         assert (third.downloaded, third.skipped, third.bytes) == (1, 2, len(data) - 1000)
+        cut.rename(tmp_path / f"{cut.name}.part")  # whole but never renamed: Range is past it
+        (tmp_path / f"{cut.name}.etag").write_text(f'"{hashlib.sha256(data).hexdigest()}"')
+        fourth = batch.download(tmp_path)
+        assert (fourth.downloaded, fourth.bytes) == (1, len(data))
         assert cut.read_bytes() == data and sorted(tmp_path.iterdir()) == sorted(
             tmp_path / p.name for p in archives
         )

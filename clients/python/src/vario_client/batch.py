@@ -117,6 +117,10 @@ def _download(client, job_id: str, folder: Path) -> int | None:
     with client.http.stream("GET", f"/jobs/{job_id}/archive", headers=headers) as response:
         if response.status_code == 304:
             return None
+        if response.status_code == 416:  # the part is no part of this archive: start over
+            part.unlink()
+            etag_file.unlink()
+            return _download(client, job_id, folder)
         if response.status_code >= 400:
             response.read()
             raise_for(response)

@@ -19,6 +19,7 @@ from generators.labels.preview import boxed_frame
 from vario.batch.plan import batch_of
 from vario.run import shard as sh
 from vario.store import views as ds
+from vario.store.layout import DataStore
 
 batches = dg.DynamicPartitionsDefinition(name="batches")
 shards = dg.DynamicPartitionsDefinition(name="shards")
@@ -75,6 +76,16 @@ _ABANDONED = (
 )
 
 
+def _stop_if_cancelled(store: DataStore, batch: str) -> None:
+    """Raise before the next job once the batch is cancelled (``DataStore.cancel``, the API's
+    ``POST /v1/batches/{name}/cancel``); the jobs rendered before are kept."""
+    if store.cancelled(batch):
+        raise dg.Failure(
+            f"batch {batch} was cancelled: stopped before the next job; the jobs rendered are kept",
+            allow_retries=False,
+        )
+
+
 def _stop_if_abandoned(context: dg.AssetExecutionContext) -> None:
     """Raise if the instance marked this run failed or canceled while its step went on (run
     monitoring does so when the run worker is lost): its results would contradict the run's
@@ -115,7 +126,8 @@ def shard(context: dg.AssetExecutionContext, config: ShardConfig, storage: Stora
     one step: fresh jobs hand their tables over in memory. A retry or re-run skips jobs whose
     archive is complete, and failed jobs unless ``retry_failed``; failed jobs are recorded
     and tolerated up to the batch's rate. A run marked failed or canceled meanwhile (its run
-    worker was lost) stops at the next job and materializes nothing."""
+    worker was lost) stops at the next job and materializes nothing; so does a cancelled batch
+    (its rendered jobs are kept)."""
     store, key = storage.store, context.partition_key
     batch = batch_of(key)
     storage.fetch(store.spec_path(batch), store.manifest_path(batch))
@@ -125,7 +137,10 @@ def shard(context: dg.AssetExecutionContext, config: ShardConfig, storage: Stora
     job_ids = manifest.column("job_id").to_pylist()
     storage.fetch(*(f(out_dir, j) for j in job_ids for f in (sh.archive_path, sh.failure_path)))
 
+    _stop_if_cancelled(store, batch)  # a run queued before the batch was cancelled
+
     def progress(outcome: sh.JobOutcome, done: int, total: int) -> None:
+        _stop_if_cancelled(store, batch)
         _stop_if_abandoned(context)
         if outcome.status == "failed":
             context.log.warning(f"job {outcome.job_id} failed: {outcome.error}")

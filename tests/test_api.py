@@ -19,7 +19,7 @@ import pyarrow as pa
 import pytest
 import yaml
 from conftest import build_batch
-from vario_client import Client, Forbidden, InvalidRequest, NotFound, Unauthorized
+from vario_client import ApiError, Client, Forbidden, InvalidRequest, NotFound, Unauthorized
 
 from vario.api.keys import create_key, keys_path
 from vario.quality import checks as quality
@@ -359,3 +359,71 @@ def test_each_key_has_its_own_rate_limit(tmp_path, monkeypatch):
         assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 20
         assert limited.headers["content-type"] == "application/problem+json"
         assert get(second).status_code == 200  # another key's budget is its own
+
+
+def test_cancel_stops_a_batch_before_its_next_job_and_a_queued_spec_leaves_the_inbox(tmp_path):
+    import dagster as dg
+    from fastapi.testclient import TestClient
+
+    from assets_defs.batches import shard
+    from assets_defs.storage import StorageResource
+    from dagster_project.local_run import evaluate_sensor
+    from dagster_project.sensors import inbox_sensor
+    from vario.api.app import create_app
+
+    storage = StorageResource(root=str(tmp_path / "data"))
+    store = storage.store
+    store.inbox.mkdir(parents=True)
+    (store.inbox / "stopped.yaml").write_text(yaml.safe_dump({**SPEC, "name": "stopped"}))
+    key = {"Authorization": f"Bearer {create_key(store, 'submit')}"}
+    with TestClient(create_app(store)) as api, dg.instance_for_test() as instance:
+        queued = {**SPEC, "name": "waiting"}
+        assert api.post("/v1/batches", json=queued, headers=key).status_code == 202
+        gone = api.post("/v1/batches/waiting/cancel", headers=key)
+        assert gone.json()["state"] == "cancelled" and not (store.inbox / "waiting.yaml").exists()
+        assert api.post("/v1/batches/waiting/cancel", headers=key).status_code == 404
+        requests = evaluate_sensor(inbox_sensor, instance, storage).run_requests
+        shards = [r.partition_key for r in requests if r.job_name == "render_shard_job"]
+        assert (
+            len(shards) == 2
+            and api.get("/v1/batches/stopped", headers=key).json()["state"] == "pending"
+        )
+        stopped = api.post("/v1/batches/stopped/cancel", headers=key)
+        assert (stopped.status_code, stopped.json()["state"]) == (202, "cancelled")
+        assert api.post("/v1/batches/stopped/cancel", headers=key).json()["state"] == "cancelled"
+        result = dg.materialize(  # a shard run queued before the cancel starts after it
+            [shard],
+            partition_key=shards[0],
+            instance=instance,
+            resources={"storage": storage},
+            raise_on_error=False,
+        )
+        assert not result.success
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        assert "was cancelled" in str(failure.event_specific_data.error)
+        assert not list(store.archive_dir("stopped").glob("*.zip"))  # nothing more rendered
+        counts = api.get("/v1/batches/stopped", headers=key).json()["counts"]
+        assert counts == {"done": 0, "failed": 0, "pending": 3}
+
+
+def test_an_export_made_on_the_server_loads_in_pycocotools(served, tmp_path):
+    from pycocotools.coco import COCO
+
+    url, keys, _ = served
+    with Client(url, keys["submit"]) as vario:
+        batch = vario.batch("api")
+        status = batch.export("coco", tmp_path / "coco", split="train=1", timeout=300)
+        again = _post(
+            url, keys["submit"], "/batches/api/exports", json={"format": "coco", "split": "train=1"}
+        )
+        assert again.json()["id"] == status["id"] and again.json()["state"] == "done"  # once
+        assert status["summary"]["frames"] == {"train": 6}
+        coco = COCO(str(tmp_path / "coco" / "annotations" / "instances_train.json"))
+        assert len(coco.imgs) == 6 and all(
+            (tmp_path / "coco" / "images" / "train" / i["file_name"]).exists()
+            for i in coco.imgs.values()
+        )
+        with pytest.raises(ApiError, match="failed: .*nope"):
+            batch.export("coco", tmp_path / "bad", where="nope > 1", timeout=300)
+    escape = _get(url, keys["read"], f"/exports/{status['id']}/files/%2e%2e/%2e%2e/api/keys.json")
+    assert escape.status_code == 404

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from generators.settings import settings
 from vario.api import problems
 from vario.api.auth import RateLimiter
-from vario.api.routers import batches, generators, jobs, query
+from vario.api.routers import batches, exports, generators, jobs, query
 from vario.store.layout import DataStore
 
 
@@ -72,7 +72,8 @@ def create_app(store: DataStore | None = None) -> FastAPI:
     app.state.store = store or DataStore(config.data_dir)
     app.state.limiter = RateLimiter(config.api_rate_per_minute)
     problems.install(app)
-    for router in (generators.router, batches.router, jobs.router, query.router):
+    routers = (generators.router, batches.router, exports.router, jobs.router, query.router)
+    for router in routers:
         app.include_router(router, prefix="/v1")
     if config.api_cors_origins:
         app.add_middleware(

@@ -9,6 +9,7 @@ would cost every request tens of milliseconds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -44,10 +45,19 @@ def keys_path(store: DataStore) -> Path:
 
 
 def load_keys(store: DataStore) -> dict[str, ApiKey]:
+    """The keys as recorded now: read again only when the file changed (a key created
+    while the server runs works at once)."""
     path = keys_path(store)
-    if not path.exists():
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
         return {}
-    return {k["id"]: ApiKey.model_validate(k) for k in json.loads(path.read_text())}
+    return _read_keys(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_keys(path: str, mtime_ns: int, size: int) -> dict[str, ApiKey]:
+    return {k["id"]: ApiKey.model_validate(k) for k in json.loads(Path(path).read_text())}
 
 
 def create_key(store: DataStore, scope: Scope) -> str:

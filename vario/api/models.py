@@ -63,7 +63,7 @@ class BatchPage(BaseModel):
 
 class BatchStatus(BaseModel):
     name: str
-    state: Literal["queued", "rejected", "pending", "running", "rendered", "done"]
+    state: Literal["queued", "rejected", "pending", "running", "rendered", "done", "cancelled"]
     generator: str | None = None
     jobs: int = 0
     counts: Counts | None = None

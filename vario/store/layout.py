@@ -146,6 +146,18 @@ class DataStore:
             self.spec_path(plan.spec.name), plan.spec.model_dump_json(indent=2).encode()
         )
 
+    def cancel_path(self, batch: str) -> Path:
+        return self.batch_dir(batch) / "cancelled"
+
+    def cancel(self, batch: str) -> None:
+        """Mark a recorded batch cancelled: its shard runs stop before their next job (the
+        jobs rendered are kept). Cancelling it again changes nothing."""
+        if not self.cancel_path(batch).exists():
+            arc.write_atomic(self.cancel_path(batch), b"cancelled\n")
+
+    def cancelled(self, batch: str) -> bool:
+        return self.cancel_path(batch).exists()
+
     def spec_path(self, batch: str) -> Path:
         return self.batch_dir(batch) / "spec.json"
 

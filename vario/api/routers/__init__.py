@@ -1,1 +1,1 @@
-"""One router per resource: ``generators``, ``batches``, ``jobs``, ``query``."""
+"""One router per resource: ``generators``, ``batches``, ``exports``, ``jobs``, ``query``."""

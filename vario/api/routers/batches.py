@@ -146,12 +146,18 @@ def list_batches(
     return BatchPage(batches=page, next_cursor=page[-1].name if more else None)
 
 
+def _state(store: DataStore, name: str, rendering: str, tests: list | None) -> str:
+    if rendering == "rendered":
+        return "done" if tests is not None else "rendered"
+    return "cancelled" if store.cancelled(name) else rendering
+
+
 @router.get("/{name}", dependencies=[Depends(require("read"))])
 def show_batch(request: Request, name: Name) -> BatchStatus:
     """Counts by state, progress, time left and the dataset tests of a recorded batch:
     ``pending``, ``running``, ``rendered`` (every job ended, the dataset tests not run yet),
-    ``done`` (tested). A spec still in the inbox is ``queued``, one the sensor refused
-    ``rejected`` (with why)."""
+    ``done`` (tested), ``cancelled`` (jobs left pending). A spec still in the inbox is
+    ``queued``, one the sensor refused ``rejected`` (with why)."""
     store = _store(request)
     if name in store.batches():
         spec = store.spec(name)
@@ -161,7 +167,7 @@ def show_batch(request: Request, name: Name) -> BatchStatus:
             name=name,
             generator=spec.generator,
             jobs=now["jobs"],
-            state="done" if now["state"] == "rendered" and tests is not None else now["state"],
+            state=_state(store, name, now["state"], tests),
             counts=now["counts"],
             progress=now["progress"],
             eta_seconds=now["eta_seconds"],
@@ -173,6 +179,25 @@ def show_batch(request: Request, name: Name) -> BatchStatus:
     if rejected.exists():
         return BatchStatus(name=name, state="rejected", errors=rejected.read_text().splitlines())
     raise ApiError(404, f"no batch {name!r}")
+
+
+@router.post("/{name}/cancel", status_code=202, dependencies=[Depends(require("submit"))])
+def cancel_batch(request: Request, name: Name) -> BatchStatus:
+    """Stop a batch: a queued spec leaves the inbox; a recorded batch's shard runs stop
+    before their next job (rendered jobs are kept, pending ones stay pending). Cancelling
+    it again changes nothing; a batch that is done cannot be cancelled (409)."""
+    store = _store(request)
+    queued = store.inbox / f"{name}.yaml"
+    if name not in store.batches():
+        try:
+            queued.unlink()
+        except FileNotFoundError:
+            raise ApiError(404, f"no batch {name!r} queued or recorded") from None
+        return BatchStatus(name=name, state="cancelled")
+    if status.progress(store, name)["state"] == "rendered" and not store.cancelled(name):
+        raise ApiError(409, f"batch {name!r} has no job left to render")
+    store.cancel(name)
+    return show_batch(request, name)
 
 
 def _recorded(store: DataStore, name: str) -> None:

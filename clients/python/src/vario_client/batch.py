@@ -45,7 +45,8 @@ class Batch:
     def wait(
         self, timeout: float | None = None, *, poll: float = 2.0, progress: bool = False
     ) -> BatchStatus:
-        """Poll until every job has ended and the dataset tests ran (``done``);
+        """Poll until every job has ended and the dataset tests ran (``done``), or the batch
+        was cancelled;
         ``TimeoutError`` after ``timeout`` seconds, an ``ApiError`` if the spec was
         rejected. With ``progress``, a line on stderr."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -59,13 +60,61 @@ class Batch:
                     f"batch {self.name} was rejected",
                     [{"field": "spec", "message": e} for e in status.errors or []],
                 )
-            if status.state == "done":
+            if status.state in ("done", "cancelled"):
                 if progress:
                     sys.stderr.write("\n")
                 return status
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"batch {self.name} not done after {timeout} s ({status.state})")
             time.sleep(poll)
+
+    def cancel(self) -> BatchStatus:
+        """Stop the batch: jobs not rendered yet stay pending."""
+        self.status = BatchStatus.model_validate(
+            self.client._json("POST", f"/batches/{self.name}/cancel")
+        )
+        return self.status
+
+    def export(
+        self,
+        format: str,
+        folder: str | Path,
+        *,
+        where: str | None = None,
+        split: str = "train=0.8,val=0.1,test=0.1",
+        split_seed: int = 0,
+        frames: str = "every",
+        timeout: float | None = None,
+        poll: float = 1.0,
+    ) -> dict:
+        """Export the batch (or the ``where`` slice of it) as ``format`` on the server, wait
+        for it and download its files into ``folder``; returns the export's status (its
+        ``summary`` counts per split and category)."""
+        body = {"format": format, "where": where, "split": split, "split_seed": split_seed}
+        started = self.client._json(
+            "POST", f"/batches/{self.name}/exports", json={**body, "frames": frames}
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        status = started
+        while status["state"] == "running":
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"export {started['id']} not done after {timeout} s")
+            time.sleep(poll)
+            status = self.client._json("GET", f"/exports/{started['id']}")
+        if status["state"] == "failed":
+            raise ApiError(422, f"export {started['id']} failed: {status['error']}")
+        folder = Path(folder)
+        for name in status["files"]:
+            target = folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with self.client.http.stream("GET", f"/exports/{status['id']}/files/{name}") as answer:
+                if answer.status_code >= 400:
+                    answer.read()
+                    raise_for(answer)
+                with target.open("wb") as out:
+                    for chunk in answer.iter_bytes(CHUNK):
+                        out.write(chunk)
+        return status
 
     def jobs(self, status: str | None = None, page: int = 500) -> Iterator[JobRow]:
         cursor = -1

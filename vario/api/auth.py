@@ -44,7 +44,7 @@ class RateLimiter:
 def require(scope: Scope) -> Callable[..., ApiKey]:
     """The dependency for a route that needs ``scope``."""
 
-    def authorized(
+    async def authorized(  # async: checked in the event loop, not handed to a thread
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> ApiKey:

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +55,41 @@ def finished(store: DataStore, batch: str) -> Finished:
 
 
 def job_count(store: DataStore, batch: str) -> int:
-    return pq.read_metadata(store.manifest_path(batch)).num_rows
+    return _recorded_batch(str(store.root), batch)[1]
+
+
+def generator_of(store: DataStore, batch: str) -> str:
+    return _recorded_batch(str(store.root), batch)[0]
+
+
+@functools.lru_cache(maxsize=1024)
+def _recorded_batch(root: str, batch: str) -> tuple[str, int]:
+    """A recorded batch's generator and job count, read once: a recorded batch never changes."""
+    store = DataStore(Path(root))
+    return store.spec(batch).generator, pq.read_metadata(store.manifest_path(batch)).num_rows
 
 
 def progress(store: DataStore, batch: str) -> dict[str, Any]:
-    """Counts by state, the share ended, and the seconds left at the rate so far."""
+    """Counts by state, the share ended, and the seconds left at the rate so far; read from
+    the data folder at most once per ``FRESH_SECONDS`` per batch (a batch polled hundreds of
+    times a second lists its archives folder once)."""
+    key, now = (str(store.root), batch), time.monotonic()
+    with _recent_lock:
+        kept = _recent.get(key)
+        if kept is not None and now - kept[0] < FRESH_SECONDS:
+            return kept[1]
+    found = _progress(store, batch)
+    with _recent_lock:
+        _recent[key] = (now, found)
+    return found
+
+
+FRESH_SECONDS = 1.0
+_recent: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+_recent_lock = threading.Lock()
+
+
+def _progress(store: DataStore, batch: str) -> dict[str, Any]:
     total, ended = job_count(store, batch), finished(store, batch)
     counts = {"done": len(ended.done), "failed": len(ended.failed)}
     counts["pending"] = max(total - counts["done"] - counts["failed"], 0)
@@ -113,6 +144,16 @@ def jobs_page(
 
 def _state(ended: Finished, job_id: str) -> str:
     return "done" if job_id in ended.done else "failed" if job_id in ended.failed else "pending"
+
+
+def find_archive(store: DataStore, job_id: str) -> Path | None:
+    """A rendered job's archive, whichever batch it is in: one look per batch folder, no
+    manifest read (what a download needs, hundreds of times a second)."""
+    for batch in store.batches():
+        path = sh.archive_path(store.archive_dir(batch), job_id)
+        if path.exists():
+            return path
+    return None
 
 
 def find_job(store: DataStore, job_id: str) -> dict[str, Any] | None:

@@ -141,7 +141,7 @@ def list_batches(
     page = []
     for name in names[:limit]:
         jobs = status.job_count(store, name)
-        page.append(BatchSummary(name=name, generator=store.spec(name).generator, jobs=jobs))
+        page.append(BatchSummary(name=name, generator=status.generator_of(store, name), jobs=jobs))
     more = len(names) > limit
     return BatchPage(batches=page, next_cursor=page[-1].name if more else None)
 
@@ -153,32 +153,35 @@ def _state(store: DataStore, name: str, rendering: str, tests: list | None) -> s
 
 
 @router.get("/{name}", dependencies=[Depends(require("read"))])
-def show_batch(request: Request, name: Name) -> BatchStatus:
+async def show_batch(request: Request, name: Name) -> BatchStatus:  # polled: no thread hop
     """Counts by state, progress, time left and the dataset tests of a recorded batch:
     ``pending``, ``running``, ``rendered`` (every job ended, the dataset tests not run yet),
     ``done`` (tested), ``cancelled`` (jobs left pending). A spec still in the inbox is
     ``queued``, one the sensor refused ``rejected`` (with why)."""
     store = _store(request)
     if name in store.batches():
-        spec = store.spec(name)
-        now = status.progress(store, name)
-        tests = status.test_results(store, name)
-        return BatchStatus(
-            name=name,
-            generator=spec.generator,
-            jobs=now["jobs"],
-            state=_state(store, name, now["state"], tests),
-            counts=now["counts"],
-            progress=now["progress"],
-            eta_seconds=now["eta_seconds"],
-            tests=tests,
-        )
+        return _batch_status(store, name)
     if (store.inbox / f"{name}.yaml").exists():
         return BatchStatus(name=name, state="queued")
     rejected = store.inbox / "rejected" / f"{name}.yaml.error.txt"
     if rejected.exists():
         return BatchStatus(name=name, state="rejected", errors=rejected.read_text().splitlines())
     raise ApiError(404, f"no batch {name!r}")
+
+
+def _batch_status(store: DataStore, name: str) -> BatchStatus:
+    now = status.progress(store, name)
+    tests = status.test_results(store, name)
+    return BatchStatus(
+        name=name,
+        generator=status.generator_of(store, name),
+        jobs=now["jobs"],
+        state=_state(store, name, now["state"], tests),
+        counts=now["counts"],
+        progress=now["progress"],
+        eta_seconds=now["eta_seconds"],
+        tests=tests,
+    )
 
 
 @router.post("/{name}/cancel", status_code=202, dependencies=[Depends(require("submit"))])
@@ -197,7 +200,7 @@ def cancel_batch(request: Request, name: Name) -> BatchStatus:
     if status.progress(store, name)["state"] == "rendered" and not store.cancelled(name):
         raise ApiError(409, f"batch {name!r} has no job left to render")
     store.cancel(name)
-    return show_batch(request, name)
+    return _batch_status(store, name)
 
 
 def _recorded(store: DataStore, name: str) -> None:

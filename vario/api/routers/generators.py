@@ -3,6 +3,7 @@ parameter validation, and valid random parameters for a seed."""
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
@@ -30,10 +31,16 @@ router = APIRouter(
 Name = Annotated[str, Path(pattern=ID_PATTERN, description="A generator's name.")]
 
 
+@functools.cache
+def _installed() -> dict[str, Any]:
+    """The installed generators, found once (entry points do not change while serving)."""
+    return registry.available()
+
+
 def _generator(name: str) -> Any:
-    found = registry.available().get(name)
+    found = _installed().get(name)
     if found is None:
-        raise ApiError(404, f"no generator {name!r}; known: {', '.join(registry.available())}")
+        raise ApiError(404, f"no generator {name!r}; known: {', '.join(_installed())}")
     return found
 
 
@@ -41,7 +48,7 @@ def _generator(name: str) -> Any:
 def list_generators() -> list[GeneratorSummary]:
     return [
         GeneratorSummary(name=n, version=c.version, description=c.description)
-        for n, c in registry.available().items()
+        for n, c in _installed().items()
     ]
 
 

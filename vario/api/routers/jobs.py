@@ -34,10 +34,10 @@ def _job(store: DataStore, job_id: str) -> dict[str, Any]:
     return found
 
 
-def _archive(store: DataStore, job: dict[str, Any]):
-    path = sh.archive_path(store.archive_dir(job["batch"]), job["job_id"])
-    if not path.exists():
-        raise ApiError(404, f"job {job['job_id']!r} has no archive (not rendered yet, or failed)")
+def _archive(store: DataStore, job_id: str):
+    path = status.find_archive(store, job_id)
+    if path is None:
+        raise ApiError(404, f"job {job_id!r} has no archive (unknown, not rendered yet, or failed)")
     return path
 
 
@@ -69,7 +69,7 @@ def download_archive(request: Request, job_id: JobId) -> Response:
     """The job's archive. ``ETag`` is its SHA-256 (``If-None-Match`` with it: 304);
     ``Range: bytes=N-`` resumes a partial download (206)."""
     store = request.app.state.store
-    path = _archive(store, _job(store, job_id))
+    path = _archive(store, job_id)
     digest = status.archive_sha256(path)
     etag = f'"{digest}"'
     headers = {
@@ -86,5 +86,4 @@ def download_archive(request: Request, job_id: JobId) -> Response:
 def preview(request: Request, job_id: JobId) -> Response:
     """The job's first frame with its objects' boxes and categories drawn."""
     store = request.app.state.store
-    path = _archive(store, _job(store, job_id))
-    return Response(boxed_frame(path, 0), media_type="image/png")
+    return Response(boxed_frame(_archive(store, job_id), 0), media_type="image/png")

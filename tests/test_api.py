@@ -163,7 +163,8 @@ def test_generators_their_parameters_validation_and_random_parameters(served):
         drawn = vario.random_params("tabletop", seed=11)
         assert drawn == vario.random_params("tabletop", seed=11)  # the same seed, the same
         assert drawn != vario.random_params("tabletop", seed=12)
-        assert vario.validate("tabletop", drawn) == drawn  # valid as drawn
+        assert {**vario.validate("tabletop", drawn), **drawn} == vario.validate("tabletop", drawn)
+        assert "renderer" not in drawn  # a job of a batch spec as it is
         with pytest.raises(NotFound):
             vario.parameters("nope")
 

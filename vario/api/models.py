@@ -29,7 +29,9 @@ class Parameters(BaseModel):
 
 class ValidParameters(BaseModel):
     valid: bool = True
-    params: dict[str, Any] = Field(description="Every parameter, defaults filled in.")
+    params: dict[str, Any] = Field(
+        description="validate: every parameter, defaults filled in; sample: those drawn."
+    )
 
 
 class SampleRequest(BaseModel):

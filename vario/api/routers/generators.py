@@ -74,8 +74,10 @@ def validate_parameters(name: Name, body: Parameters) -> ValidParameters:
 
 @router.post("/{name}/sample")
 def sample_parameters(name: Name, body: SampleRequest) -> ValidParameters:
-    """Valid parameters with the generator's domain parameters drawn at random for ``seed``
-    (the same seed, the same parameters); the others at their defaults."""
+    """The generator's domain parameters drawn at random for ``seed`` (the same seed, the
+    same parameters), valid with the others at their defaults: a job for a batch spec as
+    it is."""
     gen = _generator(name)
     drawn = random_params(field_schemas(gen.Params), gen.domain, body.seed)
-    return ValidParameters(params=validate(gen.Params, drawn).model_dump(mode="json"))
+    validate(gen.Params, drawn)
+    return ValidParameters(params=drawn)

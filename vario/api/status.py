@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vario.quality import checks as quality
@@ -175,11 +174,11 @@ def find_job(store: DataStore, job_id: str) -> dict[str, Any] | None:
     return {"batch": batch, **row, "params": json.loads(row.pop("params_json"))}
 
 
-def job_record(store: DataStore, batch: str, job_id: str) -> dict[str, Any]:
+def job_record(store: DataStore, batch: str, shard: str, job_id: str) -> dict[str, Any]:
     """A job's state, and once rendered its timing; once failed, its error."""
     archive = sh.archive_path(store.archive_dir(batch), job_id)
     if archive.exists():
-        timing = _timing(store, batch, job_id)
+        timing = _timing(store, batch, shard, job_id)
         return {"status": "done", "timing": timing, "error": None}
     error = sh.recorded_error(store.archive_dir(batch), job_id)
     if error is not None:
@@ -190,14 +189,15 @@ def job_record(store: DataStore, batch: str, job_id: str) -> dict[str, Any]:
 _TIMING = ("simulate_seconds", "render_seconds", "label_seconds", "write_seconds", "total_seconds")
 
 
-def _timing(store: DataStore, batch: str, job_id: str) -> dict[str, float] | None:
-    folder = store.table_dir("jobs", batch)
-    for path in sorted(folder.glob("*.parquet")) if folder.exists() else []:
-        table = pq.read_table(path, columns=["job_id", *_TIMING])
-        match = table.filter(pc.equal(table["job_id"], job_id))
-        if match.num_rows:
-            return {k: float(v) for k, v in match.to_pylist()[0].items() if k != "job_id"}
-    return None
+def _timing(store: DataStore, batch: str, shard: str, job_id: str) -> dict[str, float] | None:
+    """The job's seconds per stage, from its shard's jobs table (once the shard is done)."""
+    path = store.table_path("jobs", batch, shard)
+    if not path.exists():
+        return None
+    table = pq.read_table(path, columns=["job_id", *_TIMING], filters=[("job_id", "==", job_id)])
+    if not table.num_rows:
+        return None
+    return {k: float(v) for k, v in table.to_pylist()[0].items() if k != "job_id"}
 
 
 @functools.lru_cache(maxsize=4096)

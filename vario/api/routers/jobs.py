@@ -45,7 +45,7 @@ def _archive(store: DataStore, job_id: str):
 def show_job(request: Request, job_id: JobId) -> Job:
     store = request.app.state.store
     job = _job(store, job_id)
-    record = status.job_record(store, job["batch"], job_id)
+    record = status.job_record(store, job["batch"], job["shard"], job_id)
     archive = sh.archive_path(store.archive_dir(job["batch"]), job_id)
     done = record["status"] == "done"
     return Job(

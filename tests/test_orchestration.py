@@ -352,7 +352,8 @@ def test_a_job_that_kills_its_worker_fails_alone_and_the_shard_goes_on(tmp_path)
 
 def test_a_worker_killed_from_outside_loses_no_job(tmp_path):
     """A pool worker killed between jobs (as the OOM killer would) breaks the pool; every job
-    still ends rendered, by the new pool or alone."""
+    still ends rendered, by the new pool or alone. A job another worker had finished when
+    the pool broke is ``skipped`` when run again (its archive is whole), not rendered twice."""
     manifest = _faulty_manifest(["none"] * 4)
     killed = []
 
@@ -362,7 +363,8 @@ def test_a_worker_killed_from_outside_loses_no_job(tmp_path):
             os.kill(outcome.worker_pid, signal.SIGKILL)
 
     outcomes = sh.run_shard("faulty", manifest, tmp_path, workers=2, on_job=kill_first_worker)
-    assert [o.status for o in outcomes] == ["ok"] * 4
+    assert [o.status for o in outcomes].count("ok") >= 3  # the race above may skip one
+    assert all(o.status in ("ok", "skipped") for o in outcomes)
     assert sum(o.worker_pid == killed[0] for o in outcomes) == 1  # the dead worker ran one
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".zip"] * 4
 

@@ -790,7 +790,7 @@ def serve(host: str, port: int, no_daemon: bool) -> None:
     out.print(f"Vario API on http://{host}:{port} (docs: /docs)", markup=False)
     try:
         app = "vario.api.app:create_app"
-        uvicorn.run(app, factory=True, host=host, port=port, log_level="warning")
+        uvicorn.run(app, factory=True, host=host, port=port, log_level="warning", access_log=False)
     finally:
         if daemon is not None:
             daemon.terminate()

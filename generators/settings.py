@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     workers: int = Field(
         os.cpu_count() or 1, ge=1, le=512, description="Worker processes per shard run."
     )
+    worker_niceness: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="How much lower than its shard's process a render worker runs (nice), so "
+        "the API, the daemon and a shell on the same machine stay responsive while it renders.",
+    )
     max_jobs: int = Field(1_000_000, ge=1, description="Jobs a batch may have, at most.")
     render_worker_jobs: int = Field(
         50, ge=1, description="Jobs a warm render (Cycles) worker runs before a fresh one."

@@ -311,3 +311,15 @@ def test_batch_plan_prints_the_jobs_and_shards_and_writes_nothing(project, tmp_p
     for row in manifest.select(["job_id", "shard"]).to_pylist():
         assert re.search(rf"{row['job_id']}\s+│\s+{row['shard']}", planned.stdout)
     assert not data.exists()
+
+
+@pytest.mark.parametrize("niceness", ["10", "0"])
+def test_render_workers_run_below_their_shards_priority(monkeypatch, niceness):
+    """Rendering yields the CPU to what a person waits on: a pool worker's niceness is its
+    parent's plus ``VARIO_WORKER_NICENESS`` (capped at 19, as the kernel caps it)."""
+    from vario.run.pool import worker_pool
+
+    monkeypatch.setenv("VARIO_WORKER_NICENESS", niceness)
+    with worker_pool(1) as pool:
+        worker = pool.submit(os.nice, 0).result()
+    assert worker == min(os.nice(0) + int(niceness), 19)

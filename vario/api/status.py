@@ -13,9 +13,10 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow.parquet as pq
@@ -25,6 +26,7 @@ from vario.run import shard as sh
 from vario.store.layout import DataStore
 
 JOB_STATES = ("done", "failed", "pending")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,27 +70,34 @@ def _recorded_batch(root: str, batch: str) -> tuple[str, int]:
     return store.spec(batch).generator, pq.read_metadata(store.manifest_path(batch)).num_rows
 
 
-def progress(store: DataStore, batch: str) -> dict[str, Any]:
-    """Counts by state, the share ended, and the seconds left at the rate so far; read from
-    the data folder at most once per ``FRESH_SECONDS`` per batch (a batch polled hundreds of
-    times a second lists its archives folder once)."""
-    key, now = (str(store.root), batch), time.monotonic()
+FRESH_SECONDS = 1.0
+_recent: dict[tuple[str, ...], tuple[float, Any]] = {}
+_recent_lock = threading.Lock()
+
+
+def fresh(key: tuple[str, ...], compute: Callable[[], T]) -> T:
+    """``compute()``, computed at most once per ``FRESH_SECONDS`` for ``key``: a batch polled
+    hundreds of times a second lists its archives folder and reads its results once."""
+    now = time.monotonic()
     with _recent_lock:
         kept = _recent.get(key)
         if kept is not None and now - kept[0] < FRESH_SECONDS:
             return kept[1]
-    found = _progress(store, batch)
+    found = compute()
     with _recent_lock:
         _recent[key] = (now, found)
     return found
 
 
-FRESH_SECONDS = 1.0
-_recent: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
-_recent_lock = threading.Lock()
+def forget(store: DataStore, batch: str) -> None:
+    """Drop what ``fresh`` keeps about ``batch`` (it changed now: cancelled, say)."""
+    with _recent_lock:
+        for key in [k for k in _recent if k[1:] == (str(store.root), batch)]:
+            del _recent[key]
 
 
-def _progress(store: DataStore, batch: str) -> dict[str, Any]:
+def progress(store: DataStore, batch: str) -> dict[str, Any]:
+    """Counts by state, the share ended, and the seconds left at the rate so far."""
     total, ended = job_count(store, batch), finished(store, batch)
     counts = {"done": len(ended.done), "failed": len(ended.failed)}
     counts["pending"] = max(total - counts["done"] - counts["failed"], 0)

@@ -21,6 +21,7 @@ from types import ModuleType
 
 from generators.render.isolation import die_with_parent
 from generators.scene import catalog
+from generators.settings import settings
 
 WARM_MODULE = "vario.run.warm"
 FORKSERVER_PARENT = "VARIO_FORKSERVER_PARENT"  # the forkserver's parent pid, for vario.run.warm
@@ -62,13 +63,16 @@ def init_worker(env: dict[str, str]) -> None:
     step killed with SIGKILL leaves no worker rendering on), and give it the parent's
     settings: the forkserver may have started before they were set (or unset), and then
     the catalog it built is read again with them, once per worker, so that workers render
-    with the catalog the shard's process (and its planner) resolves from the same settings."""
+    with the catalog the shard's process (and its planner) resolves from the same settings.
+    A worker renders at a lower priority than its parent: batch work yields the CPU to what
+    a person is waiting on (the API, the daemon, a shell)."""
     die_with_parent(os.getppid())
     if vario_env() != env:
         for name in vario_env().keys() - env.keys():
             del os.environ[name]
         os.environ.update(env)
         catalog.refresh()
+    os.nice(settings().worker_niceness)
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:

@@ -152,15 +152,18 @@ def _state(store: DataStore, name: str, rendering: str, tests: list | None) -> s
     return "cancelled" if store.cancelled(name) else rendering
 
 
-@router.get("/{name}", dependencies=[Depends(require("read"))])
-async def show_batch(request: Request, name: Name) -> BatchStatus:  # polled: no thread hop
+@router.get("/{name}", dependencies=[Depends(require("read"))], response_model=BatchStatus)
+async def show_batch(request: Request, name: Name) -> Response:  # polled: no thread hop
     """Counts by state, progress, time left and the dataset tests of a recorded batch:
     ``pending``, ``running``, ``rendered`` (every job ended, the dataset tests not run yet),
     ``done`` (tested), ``cancelled`` (jobs left pending). A spec still in the inbox is
-    ``queued``, one the sensor refused ``rejected`` (with why)."""
+    ``queued``, one the sensor refused ``rejected`` (with why). A recorded batch's answer is
+    at most ``status.FRESH_SECONDS`` old: it is rendered once for all who poll it."""
     store = _store(request)
     if name in store.batches():
-        return _batch_status(store, name)
+        key = ("status", str(store.root), name)
+        body = status.fresh(key, lambda: _batch_status(store, name).model_dump_json().encode())
+        return Response(body, media_type="application/json")
     if (store.inbox / f"{name}.yaml").exists():
         return BatchStatus(name=name, state="queued")
     rejected = store.inbox / "rejected" / f"{name}.yaml.error.txt"
@@ -200,6 +203,7 @@ def cancel_batch(request: Request, name: Name) -> BatchStatus:
     if status.progress(store, name)["state"] == "rendered" and not store.cancelled(name):
         raise ApiError(409, f"batch {name!r} has no job left to render")
     store.cancel(name)
+    status.forget(store, name)
     return _batch_status(store, name)
 
 

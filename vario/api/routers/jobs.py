@@ -79,7 +79,13 @@ async def download_archive(request: Request, job_id: JobId) -> Response:  # no t
     }
     if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
         return Response(status_code=304, headers=headers)
-    return _Archive(path, media_type="application/zip", filename=path.name, headers=headers)
+    return _Archive(
+        path,
+        media_type="application/zip",
+        filename=path.name,
+        headers=headers,
+        stat_result=path.stat(),  # taken here: one thread hop less per download
+    )
 
 
 class _Archive(FileResponse):

@@ -147,9 +147,16 @@ def _show(status: BatchStatus) -> None:
     sys.stderr.flush()
 
 
-def _sha256(path: Path) -> str:
+def _hasher(path: Path | None) -> hashlib._Hash:
+    """A SHA-256 that has read ``path`` already (the part a resumed download keeps)."""
+    if path is None:
+        return hashlib.sha256()
     with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
+        return hashlib.file_digest(file, "sha256")
+
+
+def _sha256(path: Path) -> str:
+    return _hasher(path).hexdigest()
 
 
 def _download(client, job_id: str, folder: Path) -> int | None:
@@ -175,13 +182,15 @@ def _download(client, job_id: str, folder: Path) -> int | None:
             raise_for(response)
         etag = response.headers["ETag"]
         etag_file.write_text(etag)
-        mode = "ab" if response.status_code == 206 else "wb"
+        resumed = response.status_code == 206
+        digest = _hasher(part if resumed else None)  # hashed as it arrives: no second read
         received = 0
-        with part.open(mode) as out:
-            for chunk in response.iter_bytes(CHUNK):
+        with part.open("ab" if resumed else "wb") as out:
+            for chunk in response.iter_raw():
                 out.write(chunk)
+                digest.update(chunk)
                 received += len(chunk)
-    if _sha256(part) != etag.strip('"'):
+    if digest.hexdigest() != etag.strip('"'):
         part.unlink()
         etag_file.unlink()
         raise ApiError(502, f"{job_id}: the archive's SHA-256 does not match its ETag; removed")

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
         description="The Dagster instance's folder (SQLite storage unless its dagster.yaml "
         "says otherwise).",
     )
+    dagster_postgres_url: str | None = Field(
+        None,
+        description="Dagster's run, event log and schedule storage on PostgreSQL "
+        "(postgresql+psycopg2://user:password@host:5432/db); SQLite in DAGSTER_HOME when unset.",
+    )
     templates_dir: Path = Field(
         Path("batch_templates"), description="Batch templates and their dataset tests files."
     )

@@ -52,6 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
         folder = root / variable.lower()
         folder.mkdir()
         os.environ[variable] = str(folder)
+    os.environ.pop("VARIO_DAGSTER_POSTGRES_URL", None)  # SQLite unless a test asks for Postgres
     default_catalog.cache_clear()
 
 

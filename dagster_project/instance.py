@@ -1,16 +1,40 @@
 """Embedded defaults: Dagster keeps its instance in ``.dagster_home`` of the working directory
 unless ``DAGSTER_HOME`` says otherwise, configured by ``dagster_project/dagster.yaml``
-(telemetry off, run monitoring, run retries). Its storage is SQLite in that folder, or
-PostgreSQL when ``VARIO_DAGSTER_POSTGRES_URL`` is set: one setting, the same code paths."""
+(telemetry off, run monitoring, run retries) and by the settings: the run queue's limits
+on shard runs per device (``VARIO_MAX_CPU_SHARD_RUNS``, ``VARIO_MAX_GPU_SHARD_RUNS``) and the
+storage, SQLite in that folder or PostgreSQL when ``VARIO_DAGSTER_POSTGRES_URL`` is set: one
+setting, the same code paths."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from generators.settings import settings
+from generators.settings import Settings, settings
 
 DEFAULT_CONFIG = Path(__file__).with_name("dagster.yaml").read_text()
+# The first line of every file Vario writes, now and before: such a file follows the settings.
+MARKERS = (
+    DEFAULT_CONFIG.splitlines()[0],
+    "# The embedded instance's configuration, copied into $DAGSTER_HOME/dagster.yaml when",
+)
+# The queue Dagster's daemon launches runs from. Shard runs carry ``vario/device`` (see
+# ``dagster_project.sensors``): at most so many at once on the CPU, and one per GPU.
+RUN_QUEUE = """
+# Runs wait in the queue until a slot is free. A shard run uses every worker it is given,
+# so a few at a time keep the machine busy; a GPU shard run holds its GPU.
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    tag_concurrency_limits:
+      - key: vario/device
+        value: cpu
+        limit: {cpu}
+      - key: vario/device
+        value: gpu
+        limit: {gpu}
+"""
 # The URL is read from the environment when the instance opens: no password in the file.
 POSTGRES_STORAGE = """
 # Runs, event logs and schedules on PostgreSQL (VARIO_DAGSTER_POSTGRES_URL). The psycopg2
@@ -24,21 +48,31 @@ storage:
 _OLD_DEFAULTS = ("", "telemetry:\n  enabled: false\n")
 
 
-def default_config() -> str:
+def default_config(s: Settings | None = None) -> str:
     """The instance configuration the settings ask for."""
-    postgres = settings().dagster_postgres_url is not None
-    return DEFAULT_CONFIG + (POSTGRES_STORAGE if postgres else "")
+    s = s or settings()
+    queue = RUN_QUEUE.format(cpu=s.max_cpu_shard_runs, gpu=s.max_gpu_shard_runs)
+    storage = POSTGRES_STORAGE if s.dagster_postgres_url is not None else ""
+    return DEFAULT_CONFIG + queue + storage
+
+
+def _ours(text: str) -> bool:
+    return text.startswith(MARKERS) or text.strip() in {c.strip() for c in _OLD_DEFAULTS}
 
 
 def dagster_home() -> Path:
     """The instance folder (created, with its configuration), exported as ``DAGSTER_HOME``
     so that ``DagsterInstance.get()`` and ``dagster dev`` open the same instance. A file
-    Vario wrote follows the settings (SQLite or PostgreSQL); a user's own is left as it is."""
-    home = settings().dagster_home
+    Vario wrote follows the settings (queue limits, SQLite or PostgreSQL); a user's own is
+    left as it is."""
+    s = settings()
+    home = s.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    ours = {*_OLD_DEFAULTS, DEFAULT_CONFIG, DEFAULT_CONFIG + POSTGRES_STORAGE}
-    if not config.exists() or config.read_text().strip() in {c.strip() for c in ours}:
-        config.write_text(default_config())
+    wanted = default_config(s)
+    if not config.exists() or (_ours(config.read_text()) and config.read_text() != wanted):
+        temporary = config.with_name(f".{config.name}.{os.getpid()}")
+        temporary.write_text(wanted)
+        temporary.replace(config)
     os.environ["DAGSTER_HOME"] = str(home)
     return home

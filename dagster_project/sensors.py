@@ -14,6 +14,7 @@ from dagster._core.storage.tags import RUN_KEY_TAG
 from assets_defs.batches import batches, dataset_job, manifest_job, render_shard_job, shards
 from assets_defs.quality import release_job
 from assets_defs.storage import StorageResource
+from dagster_project.kubernetes import shard_run_tags
 from generators.settings import settings
 from vario.batch.plan import SHARD_SEPARATOR, Plan, plan
 from vario.batch.spec import BatchSpec, SpecError, load_spec
@@ -47,9 +48,17 @@ def _planned(store: DataStore, path: Path) -> tuple[BatchSpec, Plan | None]:
 
 def batch_run_requests(spec: BatchSpec, shard_keys: list[str]) -> list[dg.RunRequest]:
     """The runs a batch needs: its manifest and one per shard. Run keys come from the spec's
-    content, so Dagster launches each once however often the spec is seen."""
+    content, so Dagster launches each once however often the spec is seen. Shard runs are
+    tagged with their renderer and device: the run queue limits them per device (see
+    ``dagster_project.instance``) and on Kubernetes their pods ask for what the device needs."""
     digest = _digest(spec.model_dump_json())
     tags = {"vario/batch": spec.name}
+    shard_tags = {
+        **tags,
+        "vario/renderer": spec.renderer,
+        "vario/device": spec.device,
+        **shard_run_tags(spec.device),
+    }
     manifest = dg.RunRequest(
         run_key=f"manifest:{spec.name}:{digest}",
         job_name=manifest_job.name,
@@ -63,7 +72,7 @@ def batch_run_requests(spec: BatchSpec, shard_keys: list[str]) -> list[dg.RunReq
                 run_key=f"shard:{key}:{digest}",
                 job_name=render_shard_job.name,
                 partition_key=key,
-                tags=tags,
+                tags=shard_tags,
             )
             for key in shard_keys
         ),

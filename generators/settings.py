@@ -55,6 +55,40 @@ class Settings(BaseSettings):
         description="How much lower than its shard's process a render worker runs (nice), so "
         "the API, the daemon and a shell on the same machine stay responsive while it renders.",
     )
+    max_cpu_shard_runs: int = Field(
+        2,
+        ge=1,
+        le=10_000,
+        description="Shard runs on the CPU the run queue lets run at once (its "
+        "vario/device: cpu limit); each uses VARIO_WORKERS processes.",
+    )
+    max_gpu_shard_runs: int = Field(
+        1,
+        ge=1,
+        le=10_000,
+        description="Shard runs on a GPU (Cycles, device gpu) the run queue lets run at once: "
+        "the number of GPUs (vario/device: gpu).",
+    )
+    k8s_shard_cpus: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="On Kubernetes: CPUs a shard run's pod requests, and its render workers.",
+    )
+    k8s_shard_memory: str = Field(
+        "8Gi",
+        pattern=r"^[0-9]+(Mi|Gi)$",
+        description="On Kubernetes: memory a shard run's pod requests and may use.",
+    )
+    k8s_gpu_image: str | None = Field(
+        None,
+        description="On Kubernetes: the image GPU shard pods run (the CUDA variant); "
+        "default the code location's image.",
+    )
+    k8s_gpu_node_selector: dict[str, str] = Field(
+        {"nvidia.com/gpu.present": "true"},
+        description="On Kubernetes: the node labels a GPU shard pod needs (JSON).",
+    )
     max_jobs: int = Field(1_000_000, ge=1, description="Jobs a batch may have, at most.")
     render_worker_jobs: int = Field(
         50, ge=1, description="Jobs a warm render (Cycles) worker runs before a fresh one."

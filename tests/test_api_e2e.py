@@ -1,6 +1,8 @@
 """End to end through the HTTP API: ``vario serve`` starts the API and the Dagster daemon on
-a fresh instance; the Python client submits a batch, waits for it (the daemon's sensors
-plan, render and test it), and downloads every archive, which equals the data folder's."""
+a fresh instance, on SQLite and on PostgreSQL; the Python client submits a batch, waits for
+it (the daemon's sensors plan it, its run queue launches the shard runs within their limit,
+they render, the dataset tests run), and downloads every archive, which equals the data
+folder's."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
+import pg_server
+import pytest
 import yaml
 from test_api import start_server
 from vario_client import Client
@@ -28,7 +33,30 @@ SPEC = {
 }
 
 
-def test_a_client_submits_waits_and_downloads_through_the_daemon(tmp_path):
+@pytest.fixture(params=["sqlite", "postgres"])
+def instance_env(request) -> dict[str, str]:
+    """The settings that put the instance on each storage."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    with pg_server.server() as server, pg_server.database(server) as url:
+        yield {"VARIO_DAGSTER_POSTGRES_URL": url}
+
+
+def _most_at_once(runs: list[dg.DagsterRun], instance: dg.DagsterInstance) -> int:
+    """How many of these runs were running at the same moment, at most."""
+    records = instance.get_run_records(dg.RunsFilter(run_ids=[r.run_id for r in runs]))
+    edges = sorted(edge for r in records for edge in ((r.start_time, 1), (r.end_time, -1)))
+    running = most = 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    return most
+
+
+def test_a_client_submits_waits_and_downloads_through_the_daemon(
+    tmp_path, instance_env, monkeypatch
+):
     home, data, templates = tmp_path / "dagster_home", tmp_path / "data", tmp_path / "templates"
     home.mkdir()
     templates.mkdir()
@@ -45,6 +73,8 @@ def test_a_client_submits_waits_and_downloads_through_the_daemon(tmp_path):
         "VARIO_SENSOR_INTERVAL": "2",
         "VARIO_WORKERS": "1",
         "VARIO_TEMPLATES_DIR": str(templates),
+        "VARIO_MAX_CPU_SHARD_RUNS": "1",
+        **instance_env,
     }
     process, url, log = start_server(env, cwd=ROOT, new_session=True)
     try:
@@ -59,6 +89,16 @@ def test_a_client_submits_waits_and_downloads_through_the_daemon(tmp_path):
         assert len(archives) == 3
         for archive in archives:
             assert (tmp_path / "downloads" / archive.name).read_bytes() == archive.read_bytes()
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        with dg.DagsterInstance.get() as instance:
+            assert type(instance.run_storage).__name__.startswith(
+                "Postgres" if instance_env else "Sqlite"
+            )
+            shard_runs = instance.get_runs(dg.RunsFilter(job_name="render_shard_job"))
+            assert len(shard_runs) == 2
+            assert all(r.tags["vario/device"] == "cpu" for r in shard_runs)
+            assert _most_at_once(shard_runs, instance) == 1  # the queue's limit held
     except Exception:
         print(log.read_text()[-4000:], file=sys.stderr)
         raise

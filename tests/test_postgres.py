@@ -91,7 +91,7 @@ def test_partitions_and_check_results_are_in_the_database(on_postgres):
 
 
 def test_the_instance_file_follows_the_setting_and_a_users_own_is_kept(tmp_path, monkeypatch):
-    from dagster_project.instance import DEFAULT_CONFIG, dagster_home
+    from dagster_project.instance import dagster_home, default_config
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("VARIO_DAGSTER_POSTGRES_URL", "postgresql+psycopg2://u:secret@db/x")
@@ -103,7 +103,8 @@ def test_the_instance_file_follows_the_setting_and_a_users_own_is_kept(tmp_path,
     assert "secret" not in config.read_text()
     monkeypatch.delenv("VARIO_DAGSTER_POSTGRES_URL")
     dagster_home()
-    assert config.read_text() == DEFAULT_CONFIG  # back on SQLite
+    assert config.read_text() == default_config()  # back on SQLite
+    assert "storage" not in yaml.safe_load(config.read_text())
     config.write_text("telemetry:\n  enabled: true\n")
     monkeypatch.setenv("VARIO_DAGSTER_POSTGRES_URL", "postgresql+psycopg2://u@db/x")
     dagster_home()

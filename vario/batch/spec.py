@@ -123,6 +123,20 @@ class BatchSpec(BaseModel):
         ]
         return math.prod(sizes)
 
+    @property
+    def device(self) -> Literal["cpu", "gpu"]:
+        """Where the batch's shards render: ``gpu`` when any of its jobs may ask Cycles for
+        one (fixed, explicit or among a sampler's choices), so its shard runs go where a GPU
+        is and count against the GPU runs the queue allows."""
+        ranges = self.sampler.ranges if self.sampler else {}
+        sampled = ranges.get("device")
+        asked = [
+            self.fixed.get("device"),
+            *(job.get("device") for job in self.jobs or []),
+            *(sampled.choices if isinstance(sampled, Choices) else []),
+        ]
+        return "gpu" if self.renderer == "cycles" and "gpu" in asked else "cpu"
+
     @model_validator(mode="after")
     def _renderer_once(self) -> BatchSpec:
         """The batch's renderer is set in one place: a ``renderer`` among the parameters

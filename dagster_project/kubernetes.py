@@ -29,7 +29,7 @@ def shard_pod_config(device: Literal["cpu", "gpu"], s: Settings | None = None) -
     }
     if device == "cpu":
         return {"container_config": container}
-    container["resources"]["limits"]["nvidia.com/gpu"] = 1
+    container["resources"]["limits"]["nvidia.com/gpu"] = "1"
     if s.k8s_gpu_image:
         container["image"] = s.k8s_gpu_image
     pod = {"node_selector": dict(s.k8s_gpu_node_selector), "tolerations": [GPU_TOLERATION]}

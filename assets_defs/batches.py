@@ -76,6 +76,10 @@ _ABANDONED = (
 )
 
 
+# With the data on S3, how often a shard looks there for its batch's cancel marker.
+CANCEL_LOOK_SECONDS = 10.0
+
+
 def _stop_if_cancelled(store: DataStore, batch: str) -> None:
     """Raise before the next job once the batch is cancelled (``DataStore.cancel``, the API's
     ``POST /v1/batches/{name}/cancel``); the jobs rendered before are kept."""
@@ -130,7 +134,7 @@ def shard(context: dg.AssetExecutionContext, config: ShardConfig, storage: Stora
     (its rendered jobs are kept)."""
     store, key = storage.store, context.partition_key
     batch = batch_of(key)
-    storage.fetch(store.spec_path(batch), store.manifest_path(batch))
+    storage.fetch(store.spec_path(batch), store.manifest_path(batch), store.cancel_path(batch))
     spec = store.spec(batch)
     manifest = store.shard_manifest(batch, key)
     out_dir = store.archive_dir(batch)
@@ -139,7 +143,13 @@ def shard(context: dg.AssetExecutionContext, config: ShardConfig, storage: Stora
 
     _stop_if_cancelled(store, batch)  # a run queued before the batch was cancelled
 
+    looked = time.monotonic()
+
     def progress(outcome: sh.JobOutcome, done: int, total: int) -> None:
+        nonlocal looked
+        if time.monotonic() - looked > CANCEL_LOOK_SECONDS:  # cancelled on another machine?
+            storage.fetch(store.cancel_path(batch))
+            looked = time.monotonic()
         _stop_if_cancelled(store, batch)
         _stop_if_abandoned(context)
         if outcome.status == "failed":

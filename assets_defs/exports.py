@@ -1,7 +1,8 @@
 """Training exports as a Dagster asset: one partition per batch and format.
 
 ``dataset_export`` writes ``exports/<batch>/<format>/`` with ``vario.export.run`` (the same
-code as ``vario export``), every frame of the batch, split 80/10/10 by job. It follows the
+code as ``vario export``), every frame of the batch, split 80/10/10 by job, and publishes it
+(with data on S3, under the same prefix). It follows the
 blocking dataset tests: a batch whose recorded tests failed an ERROR check, or that was never
 tested, is not exported.
 """
@@ -41,6 +42,7 @@ def dataset_export(context: dg.AssetExecutionContext, storage: StorageResource):
         why = f"failed ERROR tests ({', '.join(blocking)})" if blocking else "was never tested"
         raise dg.Failure(f"batch {batch!r} {why}: not exported", allow_retries=False)
     summary = export_batch(store, batch, fmt, store.root / "exports" / batch / fmt)
+    storage.publish_tree(summary.out)
     sample = next(iter(sorted(store.archive_dir(batch).glob("*.zip"))), None)
     metadata = {
         "export": dg.MetadataValue.path(str(summary.out)),

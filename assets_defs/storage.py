@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.fs as pafs
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 
@@ -25,6 +26,12 @@ from vario.store.remote import s3_tables
 # The error codes by which S3 says a key does not exist ("404" is a HEAD's, which has no body).
 # Nothing else means absent: a denied, throttled or failed request, or a missing bucket, raises.
 ABSENT = frozenset({"404", "NoSuchKey", "NotFound"})
+# Objects of 16 MiB or more (archives of long clips, export shards) are uploaded in 16 MiB
+# parts, four at a time: a failed part is sent again alone, and S3's 5 GiB limit on a single
+# PUT never applies.
+MULTIPART = TransferConfig(
+    multipart_threshold=16 * 2**20, multipart_chunksize=16 * 2**20, max_concurrency=4
+)
 
 
 class StorageError(OSError):
@@ -71,12 +78,17 @@ class StorageResource(dg.ConfigurableResource):
         return f"{self.s3_prefix}/{Path(path).relative_to(self.root).as_posix()}"
 
     def publish(self, *paths: Path) -> None:
-        """Upload files of the working copy to the same place under the S3 prefix."""
+        """Upload files of the working copy to the same place under the S3 prefix; one
+        larger than ``MULTIPART`` goes up in parts, several at once, each retried alone."""
         if not self.s3_bucket:
             return
         client = self._client()
         for path in paths:
-            client.upload_file(str(path), self.s3_bucket, self._key(path))
+            client.upload_file(str(path), self.s3_bucket, self._key(path), Config=MULTIPART)
+
+    def publish_tree(self, folder: Path) -> None:
+        """Upload every file under a folder of the working copy (an export)."""
+        self.publish(*sorted(p for p in Path(folder).rglob("*") if p.is_file()))
 
     def fetch(self, *paths: Path) -> None:
         """Download files of the working copy that are missing locally and exist on S3; a
@@ -126,6 +138,21 @@ class StorageResource(dg.ConfigurableResource):
                 item["Key"][len(prefix) :]
                 for page in pages.paginate(Bucket=self.s3_bucket, Prefix=prefix, Delimiter="/")
                 for item in page.get("Contents", [])
+            }
+        except ClientError as exc:
+            raise _failure(exc, self.s3_bucket, prefix) from exc
+
+    def batch_names(self) -> set[str]:
+        """The batches recorded on S3 (empty without a bucket): the folders under batches/."""
+        if not self.s3_bucket:
+            return set()
+        prefix = self._key(self.store.root / "batches") + "/"
+        pages = self._client().get_paginator("list_objects_v2")
+        try:
+            return {
+                item["Prefix"][len(prefix) :].rstrip("/")
+                for page in pages.paginate(Bucket=self.s3_bucket, Prefix=prefix, Delimiter="/")
+                for item in page.get("CommonPrefixes", [])
             }
         except ClientError as exc:
             raise _failure(exc, self.s3_bucket, prefix) from exc

@@ -789,7 +789,7 @@ def serve(host: str, port: int, no_daemon: bool) -> None:
             sys.exit(1)
     out.print(f"Vario API on http://{host}:{port} (docs: /docs)", markup=False)
     try:
-        app = "vario.api.app:create_app"
+        app = "dagster_project.api:served_app"
         uvicorn.run(app, factory=True, host=host, port=port, log_level="warning", access_log=False)
     finally:
         if daemon is not None:

@@ -19,15 +19,20 @@ import requests
 import yaml
 from dagster._core.storage.tags import RUN_KEY_TAG
 from moto.server import ThreadedMotoServer
+from test_api import start_server, stop
+from vario_client import Client
 
 from assets_defs.batches import batch_manifest, batches, dataset, shard, shards
+from assets_defs.exports import dataset_export
 from assets_defs.quality import DatasetTestsResource, batch_dataset, batch_export
-from assets_defs.storage import StorageError, StorageResource
+from assets_defs.storage import MULTIPART, StorageError, StorageResource
 from dagster_project.local_run import evaluate_sensor
 from dagster_project.sensors import inbox_sensor
+from vario.api.keys import create_key
 from vario.batch.plan import plan
 from vario.batch.spec import BatchSpec
 from vario.store import views as ds
+from vario.store.layout import DataStore
 
 BUCKET = "vario-test"
 SPEC = {
@@ -340,3 +345,91 @@ def test_dataset_tests_and_export_run_from_empty_working_copies(tmp_path, two_ba
     metadata = exported.asset_materializations_for_node("batch_export")[0].metadata
     assert metadata["jobs rows"].value == 2 and metadata["objects rows"].value > 0
     assert "two/exports/floor/jobs.parquet" in _keys(two_batches)
+
+    coco = dg.MultiPartitionKey({"batch": "floor", "format": "coco"})
+    with dg.instance_for_test() as instance:  # the training export, from another machine
+        instance.add_dynamic_partitions(batches.name, ["floor"])
+        assert dg.materialize(
+            [dataset_export],
+            partition_key=coco,
+            instance=instance,
+            resources={"storage": _storage(tmp_path / "trainer", two_batches, PREFIX)},
+        ).success
+    published = {k for k in _keys(two_batches) if k.startswith("two/exports/floor/coco/")}
+    assert {"two/exports/floor/coco/export.json", "two/exports/floor/coco/checksums.sha256"} <= (
+        published
+    )
+    assert any(k.endswith(".jpg") or k.endswith(".png") for k in published)
+
+
+def test_large_objects_go_up_in_parts(tmp_path, s3_endpoint):
+    storage = _storage(tmp_path / "a", s3_endpoint, "parts")
+    path = storage.path("archives", "big") / "large.zip"
+    path.write_bytes(os.urandom(MULTIPART.multipart_threshold + 1024))
+    storage.publish(path)
+    head = boto3.client("s3", endpoint_url=s3_endpoint).head_object(
+        Bucket=BUCKET, Key="parts/archives/big/large.zip"
+    )
+    assert head["ETag"].strip('"').endswith("-2")  # S3's ETag of an object sent in 2 parts
+    other = _storage(tmp_path / "b", s3_endpoint, "parts")
+    other.fetch(other.store.root / "archives" / "big" / "large.zip")
+    assert (tmp_path / "b" / "archives" / "big" / "large.zip").read_bytes() == path.read_bytes()
+
+
+def test_the_api_serves_batches_held_on_s3(tmp_path, two_batches):
+    """``vario serve`` on a machine with an empty working copy: it lists, follows, pages,
+    downloads and exports the batches on S3, queues a spec in the S3 inbox, and a cancel it
+    is sent reaches a shard run on another machine."""
+    later = _storage(tmp_path / "planner", two_batches, PREFIX)  # recorded, not rendered
+    planned = plan(BatchSpec.model_validate({**TWO[0], "name": "later"}))
+    later.store.save_plan(planned)
+    later.publish(later.store.spec_path("later"), later.store.manifest_path("later"))
+    data = tmp_path / "data"
+    key = create_key(DataStore(data), "admin")
+    env = {
+        **os.environ,
+        "VARIO_DATA_DIR": str(data),
+        "VARIO_S3_BUCKET": BUCKET,
+        "VARIO_S3_PREFIX": PREFIX,
+        "VARIO_S3_ENDPOINT_URL": two_batches,
+        "VARIO_S3_REGION": "us-east-1",
+    }
+    process, url, log = start_server(env, "--no-daemon")
+    s3 = boto3.client("s3", endpoint_url=two_batches)
+    try:
+        with Client(url, key) as vario:
+            listed = vario.request("GET", "/batches").json()["batches"]
+            assert [b["name"] for b in listed] == ["desk", "floor", "later"]
+            floor = vario.batch("floor")
+            assert floor.refresh().counts.done == 2
+            assert len(list(floor.jobs(status="done"))) == 2
+            summary = floor.download(tmp_path / "downloads", workers=2)
+            assert (summary.downloaded, summary.skipped) == (2, 0)
+            for path in (tmp_path / "downloads").glob("*.zip"):
+                body = s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/archives/floor/{path.name}")
+                assert body["Body"].read() == path.read_bytes()
+            exported = floor.export("yolo", tmp_path / "yolo", timeout=300, poll=0.5)
+            keys = _keys(two_batches)
+            assert all(f"{PREFIX}/exports/{exported['id']}/{f}" in keys for f in exported["files"])
+            assert vario.submit({**TWO[1], "name": "next-one"}).refresh().state == "queued"
+            assert f"{PREFIX}/inbox/next-one.yaml" in _keys(two_batches)
+            assert vario.batch("later").cancel().state == "cancelled"
+        assert f"{PREFIX}/batches/later/cancelled" in _keys(two_batches)
+    except Exception:
+        print(log.read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        stop(process)
+    worker = _storage(tmp_path / "worker", two_batches, PREFIX)  # a shard run elsewhere
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(shards.name, planned.shards)
+        result = dg.materialize(
+            [shard],
+            partition_key=planned.shards[0],
+            instance=instance,
+            resources={"storage": worker},
+            raise_on_error=False,
+        )
+    (failure,) = result.get_step_failure_events()
+    assert "was cancelled" in failure.event_specific_data.error.message
+    assert not list((tmp_path / "worker").rglob("*.zip"))  # stopped before its first job

@@ -13,6 +13,7 @@ from generators.settings import settings
 from vario.api import problems
 from vario.api.auth import RateLimiter
 from vario.api.routers import batches, exports, generators, jobs, query
+from vario.api.working_copy import Mirror
 from vario.store.layout import DataStore
 
 
@@ -56,8 +57,9 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(store: DataStore | None = None) -> FastAPI:
-    """The API over ``store`` (default: the settings' data folder)."""
+def create_app(store: DataStore | None = None, mirror: Mirror | None = None) -> FastAPI:
+    """The API over ``store`` (default: the settings' data folder); with ``mirror``, that
+    folder is a working copy of the data on S3 (``vario.api.working_copy``)."""
     config = settings()
     app = FastAPI(
         title="Vario",
@@ -70,6 +72,7 @@ def create_app(store: DataStore | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.store = store or DataStore(config.data_dir)
+    app.state.mirror = mirror
     app.state.limiter = RateLimiter(config.api_rate_per_minute)
     problems.install(app)
     routers = (generators.router, batches.router, exports.router, jobs.router, query.router)

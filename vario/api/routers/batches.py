@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse
 
 from generators.labels.archive import write_atomic
 from generators.params import parse_yaml_model
-from vario.api import status
+from vario.api import status, working_copy
 from vario.api.auth import require
 from vario.api.models import (
     ID_PATTERN,
@@ -94,7 +94,7 @@ async def submit_batch(
     if recorded:
         response.status_code = 200
     else:
-        store.submit_spec(json.loads(spec.model_dump_json()))
+        working_copy.submit(store, working_copy.mirror(request), json.loads(spec.model_dump_json()))
     response.headers["Location"] = f"/v1/batches/{spec.name}"
     _remember(store, idempotency_key, raw, response.status_code, answer)
     return answer
@@ -137,7 +137,8 @@ def list_batches(
 ) -> BatchPage:
     """Recorded batches by name, ``limit`` a page, after the name ``cursor``."""
     store = _store(request)
-    names = [n for n in store.batches() if cursor is None or n > cursor]
+    known = working_copy.batches(store, working_copy.mirror(request))
+    names = [n for n in known if cursor is None or n > cursor]
     page = []
     for name in names[:limit]:
         jobs = status.job_count(store, name)
@@ -159,15 +160,16 @@ async def show_batch(request: Request, name: Name) -> Response:  # polled: no th
     ``done`` (tested), ``cancelled`` (jobs left pending). A spec still in the inbox is
     ``queued``, one the sensor refused ``rejected`` (with why). A recorded batch's answer is
     at most ``status.FRESH_SECONDS`` old: it is rendered once for all who poll it."""
-    store = _store(request)
-    if name in store.batches():
+    store, remote = _store(request), working_copy.mirror(request)
+    if name in working_copy.batches(store, remote):
+        working_copy.bring(store, remote, name)
         key = ("status", str(store.root), name)
         body = status.fresh(key, lambda: _batch_status(store, name).model_dump_json().encode())
         return Response(body, media_type="application/json")
-    if (store.inbox / f"{name}.yaml").exists():
+    if working_copy.queued(store, remote, name):
         return BatchStatus(name=name, state="queued")
-    rejected = store.inbox / "rejected" / f"{name}.yaml.error.txt"
-    if rejected.exists():
+    rejected = working_copy.rejection(store, remote, name)
+    if rejected is not None:
         return BatchStatus(name=name, state="rejected", errors=rejected.read_text().splitlines())
     raise ApiError(404, f"no batch {name!r}")
 
@@ -194,7 +196,7 @@ def cancel_batch(request: Request, name: Name) -> BatchStatus:
     it again changes nothing; a batch that is done cannot be cancelled (409)."""
     store = _store(request)
     queued = store.inbox / f"{name}.yaml"
-    if name not in store.batches():
+    if name not in working_copy.batches(store, working_copy.mirror(request)):
         try:
             queued.unlink()
         except FileNotFoundError:
@@ -203,13 +205,20 @@ def cancel_batch(request: Request, name: Name) -> BatchStatus:
     if status.progress(store, name)["state"] == "rendered" and not store.cancelled(name):
         raise ApiError(409, f"batch {name!r} has no job left to render")
     store.cancel(name)
+    remote = working_copy.mirror(request)
+    if remote is not None:  # where the shard runs, on any machine, look for it
+        remote.publish(store.cancel_path(name))
     status.forget(store, name)
     return _batch_status(store, name)
 
 
-def _recorded(store: DataStore, name: str) -> None:
-    if name not in store.batches():
+def _recorded(request: Request, name: str) -> DataStore:
+    """The store, with the recorded batch ``name`` up to date in it (else 404)."""
+    store, remote = _store(request), working_copy.mirror(request)
+    if name not in working_copy.batches(store, remote):
         raise ApiError(404, f"no recorded batch {name!r}")
+    working_copy.bring(store, remote, name)
+    return store
 
 
 @router.get("/{name}/jobs", dependencies=[Depends(require("read"))])
@@ -221,8 +230,7 @@ def list_jobs(
     status_filter: Annotated[JOB_STATE | None, Query(alias="status")] = None,
 ) -> JobPage:
     """The batch's jobs in job order, ``limit`` a page, with their state."""
-    store = _store(request)
-    _recorded(store, name)
+    store = _recorded(request, name)
     rows, next_cursor = status.jobs_page(store, name, cursor, limit, status_filter)
     return JobPage(jobs=rows, next_cursor=next_cursor)
 
@@ -235,8 +243,7 @@ def list_jobs(
 )
 def batch_report(request: Request, name: Name) -> FileResponse:
     """The batch's HTML dataset report (written from its recorded tests when missing)."""
-    store = _store(request)
-    _recorded(store, name)
+    store = _recorded(request, name)
     path = store.root / "reports" / name / "report.html"
     if not path.exists():
         results = quality.recorded_results(store, name)

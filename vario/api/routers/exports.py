@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from vario.api import working_copy
 from vario.api.auth import require
 from vario.api.models import ID_PATTERN
 from vario.api.problems import PROBLEM_RESPONSES, ApiError
@@ -77,9 +78,16 @@ def _status(store: DataStore, export_id: str) -> ExportStatus | None:
     return ExportStatus(**known, state="failed", error=error)
 
 
-def _run(store: DataStore, export_id: str, batch: str, asked: ExportRequest) -> None:
+def _run(
+    store: DataStore,
+    remote: working_copy.Mirror | None,
+    export_id: str,
+    batch: str,
+    asked: ExportRequest,
+) -> None:
     try:
-        export_batch(
+        working_copy.bring(store, remote, batch)
+        summary = export_batch(
             store,
             batch,
             asked.format,
@@ -89,6 +97,8 @@ def _run(store: DataStore, export_id: str, batch: str, asked: ExportRequest) -> 
             split_seed=asked.split_seed,
             frames=asked.frames,
         )
+        if remote is not None:
+            remote.publish_tree(summary.out)
     except Exception as exc:  # noqa: BLE001 (recorded for GET /exports/{id})
         with _lock:
             _failed[export_id] = f"{type(exc).__name__}: {exc}"
@@ -99,7 +109,8 @@ def start_export(request: Request, name: Name, body: ExportRequest) -> ExportSta
     """Start (or find) the export of ``name`` that ``body`` asks for (422 for a bad split);
     a ``where`` that does not run on the objects view makes it ``failed``, with why."""
     store: DataStore = request.app.state.store
-    if name not in store.batches():
+    remote = working_copy.mirror(request)
+    if name not in working_copy.batches(store, remote):
         raise ApiError(404, f"no recorded batch {name!r}")
     try:
         parse_split(body.split)
@@ -115,7 +126,9 @@ def start_export(request: Request, name: Name, body: ExportRequest) -> ExportSta
         request_file = _folder(store, export_id).with_suffix(".request.json")
         request_file.parent.mkdir(parents=True, exist_ok=True)
         request_file.write_text(json.dumps(asked))
-        thread = threading.Thread(target=_run, args=(store, export_id, name, body), daemon=True)
+        thread = threading.Thread(
+            target=_run, args=(store, remote, export_id, name, body), daemon=True
+        )
         _running[export_id] = thread
         thread.start()
     return ExportStatus(id=export_id, batch=name, state="running", request=body)

@@ -2,7 +2,8 @@
 runs allowed at once, the cost of launching a run, and partitions registered per second;
 the measured inputs of the scaling model in docs/scaling.md.
 
-For each limit (``VARIO_MAX_CPU_SHARD_RUNS``: 1, 2, 4) a fresh database holds a fresh
+For each limit (``VARIO_MAX_CPU_SHARD_RUNS``: 1, 2, 4), and once more with the same jobs in
+2 bigger shards at limit 2, a fresh database holds a fresh
 instance; the real Dagster daemon (as ``vario serve`` starts it) picks the spec up from the
 inbox, its sensor registers the partitions and requests one run per shard, and its
 QueuedRunCoordinator launches them, each a process of its own, at most the limit at once.
@@ -166,6 +167,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--shard-size", type=int, default=4)
     parser.add_argument("--limits", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--big-shards", type=int, default=2, help="the same jobs in so many")
     args = parser.parse_args()
     batch = spec(args.shards, args.shard_size)
     jobs = args.shards * args.shard_size
@@ -197,6 +199,14 @@ def main() -> None:
                     b.start_time - a.end_time for a, b in zip(records, records[1:], strict=False)
                 ]
                 beyond_jobs = [d - args.shard_size / bare for d in durations]
+        # the remedy for launch cost, measured: the same jobs in fewer, bigger shards
+        big = spec(args.big_shards, jobs // args.big_shards)
+        with pg_server.database(server) as url:
+            records = through_the_queue(big, url, 2, tmp / "big")["records"]
+        first = min(r.create_timestamp.timestamp() for r in records)
+        wall = max(r.end_time for r in records) - first
+        label = f"2 ({args.big_shards} shards of {jobs // args.big_shards})"
+        print(f"{label:>12}  {jobs / wall:>7.2f}  {jobs / wall / bare:>10.2f}  {wall:>7.1f}")
         if launch_gaps:
             print(
                 f"\nrun launch (limit 1: one run's end to the next one's start): median "

@@ -245,7 +245,11 @@ def dataset(storage: StorageResource) -> dg.MaterializeResult:
 
 
 manifest_job = dg.define_asset_job("batch_manifest_job", selection=[batch_manifest])
-render_shard_job = dg.define_asset_job("render_shard_job", selection=[shard])
+# One step: run in the run's own process. A step subprocess would load the code a second
+# time (seconds per shard run), and the render workers are processes of their own anyway.
+render_shard_job = dg.define_asset_job(
+    "render_shard_job", selection=[shard], executor_def=dg.in_process_executor
+)
 dataset_job = dg.define_asset_job("dataset_job", selection=[dataset])
 
 defs = dg.Definitions(

@@ -123,7 +123,16 @@ def _stop_if_abandoned(context: dg.AssetExecutionContext) -> None:
     ],
     partitions_def=shards,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
-    check_specs=[dg.AssetCheckSpec("archives_complete", asset="rendered_shard")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "archives_complete",
+            asset="rendered_shard",
+            partitions_def=shards,
+            description="Every job of the shard has a complete archive: ERROR when one is "
+            "missing (the shard did not finish: run it again, it resumes), WARN when jobs "
+            "failed within the batch's max_failure_rate (their errors are in the metadata).",
+        )
+    ],
 )
 def shard(context: dg.AssetExecutionContext, config: ShardConfig, storage: StorageResource):
     """Renders a shard's jobs in parallel worker processes and writes its label tables, in
@@ -206,6 +215,9 @@ def shard(context: dg.AssetExecutionContext, config: ShardConfig, storage: Stora
         passed=not missing and not failed,
         severity=dg.AssetCheckSeverity.ERROR if missing else dg.AssetCheckSeverity.WARN,
         metadata={
+            "jobs": len(outcomes),
+            "missing archives": len(missing),
+            "failed jobs": len(failed),
             "missing": dg.MetadataValue.json(missing),
             "failed": dg.MetadataValue.json([o.job_id for o in failed]),
         },

@@ -39,6 +39,7 @@ class DatasetTestsResource(dg.ConfigurableResource):
             name,
             asset="batch_dataset",
             blocking=True,
+            partitions_def=batches,  # each result is the batch's: its history per batch
             description=(check.__doc__ or "").strip().splitlines()[0] if check.__doc__ else name,
         )
         for name, check in quality.CHECKS.items()
@@ -83,7 +84,11 @@ def batch_dataset(
             passed=r.passed,
             severity=dg.AssetCheckSeverity(r.severity),
             description=r.message,
-            metadata={"message": r.message, "figures": dg.MetadataValue.json(r.metadata)},
+            metadata={
+                "message": r.message,
+                **r.figures(),  # numbers: the Plots view charts them across batches
+                "figures": dg.MetadataValue.json(r.metadata),
+            },
         )
 
 

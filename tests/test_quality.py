@@ -589,3 +589,45 @@ def test_novelty_counts_the_frames_that_repeat_an_image(tmp_path, motion):
     assert result.metadata["repeats across jobs"] == 0  # four lightings: four looks
     assert f"{12 - repeats} distinct images of 12 frames" in result.message
     assert result.passed is (motion == "orbit") and result.severity == "WARN"
+
+
+def test_each_batchs_check_results_carry_its_partition_and_numbers(sobol_batch, tmp_path):
+    """In the UI a dataset test's history is read per batch: each result is recorded under
+    its batch's partition, with the numbers behind the verdict as numeric metadata."""
+    other = build_batch(
+        tmp_path,
+        {
+            "name": "other",
+            "generator": "tabletop",
+            "seed": 2,
+            "shard_size": 4,
+            "fixed": {**FIXED, "n_objects": 2},
+            "sampler": {"kind": "random", "count": 4, "ranges": {"light_azimuth": [0, 360]}},
+        },
+    )
+    warn = DatasetTestsResource(templates=str(tmp_path / "no-templates"))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("batches", ["good", "other"])
+        for name, storage in (("good", sobol_batch), ("other", other)):
+            dg.materialize(
+                [batch_dataset],
+                partition_key=name,
+                instance=instance,
+                resources={"storage": storage, "dataset_tests": warn},
+                raise_on_error=False,
+            )
+        for check in quality.CHECKS:
+            key = dg.AssetCheckKey(dg.AssetKey("batch_dataset"), check)
+            history = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
+            assert sorted(r.partition for r in history) == ["good", "other"], check
+        (good,) = [
+            r
+            for r in instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(dg.AssetKey("batch_dataset"), "balance"), limit=10
+            )
+            if r.partition == "good"
+        ]
+    metadata = good.event.dagster_event.event_specific_data.metadata
+    numbers = {k: v.value for k, v in metadata.items() if isinstance(v.value, int | float)}
+    assert {"category / duck", "category / cube", "category / mug"} <= set(numbers), metadata
+    assert all(n > 0 for k, n in numbers.items() if k.startswith("category / "))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import math
 import os
 import zipfile
 from collections.abc import Iterator
@@ -130,6 +131,24 @@ def load_tests(path: Path) -> DatasetTests:
     return load_yaml_model(DatasetTests, path, TestsFileError)
 
 
+FIGURES = 40  # numbers a result's figures hold at most
+
+
+def _numbers(values: dict[str, Any], prefix: str) -> dict[str, int | float]:
+    found: dict[str, int | float] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float) and math.isfinite(value):
+            found[name] = value
+        elif isinstance(value, dict):
+            found |= _numbers(value, f"{name} / ")
+        elif key == "pairs":  # the bias test's association per nuisance x target
+            found |= {f"cramers_v / {p['nuisance']} x {p['target']}": p["cramers_v"] for p in value}
+    return found
+
+
 @dataclass
 class CheckResult:
     name: str
@@ -141,6 +160,12 @@ class CheckResult:
     @property
     def blocking(self) -> bool:
         return not self.passed and self.severity == "ERROR"
+
+    def figures(self) -> dict[str, int | float]:
+        """The numbers behind the verdict, one level deep ("discrepancy / ratio",
+        "category / mug", "cramers_v / light x category"): what a chart across batches
+        plots. Lists of examples (problems, worst jobs) are left out."""
+        return dict(list(_numbers(self.metadata, "").items())[:FIGURES])
 
 
 @dataclass

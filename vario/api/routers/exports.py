@@ -65,16 +65,18 @@ def _status(store: DataStore, export_id: str) -> ExportStatus | None:
         return None
     asked = json.loads(request_file.read_text())
     known = {"id": export_id, "batch": asked["batch"], "request": asked["request"]}
+    # Running until its thread ends: made and, with the data on S3, published. Read without
+    # the lock (one dict look-up each), since ``start_export`` calls this holding it.
+    thread = _running.get(export_id)
+    if thread is not None and thread.is_alive():
+        return ExportStatus(**known, state="running")
     manifest = _folder(store, export_id) / MANIFEST
     if manifest.exists():
         recorded = json.loads(manifest.read_text())
         root = _folder(store, export_id)
         files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
         return ExportStatus(**known, state="done", summary=recorded["summary"], files=files)
-    with _lock:
-        if export_id in _running and _running[export_id].is_alive():
-            return ExportStatus(**known, state="running")
-        error = _failed.get(export_id, "stopped before it was done (ask again to retry)")
+    error = _failed.get(export_id, "stopped before it was done (ask again to retry)")
     return ExportStatus(**known, state="failed", error=error)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from generators.labels.archive import write_atomic
 from generators.settings import Settings, settings
 
 DEFAULT_CONFIG = Path(__file__).with_name("dagster.yaml").read_text()
@@ -72,9 +73,8 @@ def dagster_home() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     wanted = default_config(s)
-    if not config.exists() or (_ours(config.read_text()) and config.read_text() != wanted):
-        temporary = config.with_name(f".{config.name}.{os.getpid()}")
-        temporary.write_text(wanted)
-        temporary.replace(config)
+    written = config.read_text() if config.exists() else None
+    if written is None or (_ours(written) and written != wanted):
+        write_atomic(config, wanted.encode())
     os.environ["DAGSTER_HOME"] = str(home)
     return home

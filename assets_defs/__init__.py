@@ -21,3 +21,31 @@ warnings.filterwarnings(
     message="Specifying a partitions_def on an AssetCheckSpec",
     category=dg.PreviewWarning,
 )
+
+# Who answers for every asset: shown beside each in the UI (Dagster 1.13 has owners on
+# sensors, schedules and jobs only as a beta).
+OWNERS = ["team:vario"]
+
+
+def tags(domain: str, layer: str, **more: str) -> dict[str, str]:
+    """An asset's tags, for filtering in the UI: its domain (the module that defines it), its
+    layer (``plan``, ``render``, ``labels``, ``tests``, ``export``, ``ingest``,
+    ``evaluation``) and any more (the renderer)."""
+    return {"domain": domain, "layer": layer, **more}
+
+
+def generators_version() -> str:
+    """The code version of the assets a generator's code makes: every installed generator's
+    name and version (``falling_objects-1.1.0,tabletop-1.1.0``), so that a new generator
+    version shows their materializations as made by older code."""
+    from generators.contract import registry
+
+    return ",".join(f"{name}-{cls.version}" for name, cls in registry.available().items())
+
+
+def with_code_references(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """The assets with links to their source file and line, shown on each asset's page.
+    Dagster 1.13 calls that API beta and warns at each load: silenced for this call only."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.with_source_code_references(assets)

@@ -8,14 +8,18 @@ jobs in parallel worker processes.
 
 import base64
 import time
+from pathlib import Path
 
 import dagster as dg
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import Field
 
+from assets_defs import OWNERS, generators_version, tags, with_code_references
+from assets_defs.metadata import markdown_table, table_metadata
 from assets_defs.storage import StorageResource
 from generators.labels import archive as arc
-from generators.labels.preview import boxed_frame
+from generators.labels.preview import contact_sheet
 from vario.batch.plan import batch_of
 from vario.run import shard as sh
 from vario.store import views as ds
@@ -25,21 +29,20 @@ batches = dg.DynamicPartitionsDefinition(name="batches")
 shards = dg.DynamicPartitionsDefinition(name="shards")
 
 
-def _markdown_table(rows: list[dict]) -> str:
-    if not rows:
-        return "(none)"
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-@dg.asset(partitions_def=batches, group_name="batches", kinds={"parquet"})
+@dg.asset(
+    partitions_def=batches,
+    group_name="batches",
+    kinds={"parquet"},
+    owners=OWNERS,
+    tags=tags("batches", "plan"),
+)
 def batch_manifest(
     context: dg.AssetExecutionContext, storage: StorageResource
 ) -> dg.MaterializeResult:
-    """The planned jobs of a batch: one row per job with its id, shard, seed and parameters.
-    Written when the spec is accepted; this records its shape."""
+    """The planned jobs of a batch: one row per job with its id, shard, seed and parameters,
+    in `batches/<batch>/manifest.parquet`. The inbox sensor writes it when it accepts the
+    spec; this records its shape. A failure means the spec or manifest is missing from
+    storage: submit the spec again."""
     store, batch = storage.store, context.partition_key
     storage.fetch(store.spec_path(batch), store.manifest_path(batch))
     spec = store.spec(batch)
@@ -56,7 +59,8 @@ def batch_manifest(
             "shards": len(pc.unique(manifest.column("shard"))),
             "source": spec.sampler.kind if spec.sampler else "explicit",
             "manifest": dg.MetadataValue.path(str(store.manifest_path(batch))),
-            "first jobs": dg.MetadataValue.md(_markdown_table(sample)),
+            **table_metadata(pq.read_schema(store.manifest_path(batch)), manifest.num_rows),
+            "first jobs": dg.MetadataValue.md(markdown_table(sample)),
         }
     )
 
@@ -78,6 +82,21 @@ _ABANDONED = (
 
 # With the data on S3, how often a shard looks there for its batch's cancel marker.
 CANCEL_LOOK_SECONDS = 10.0
+SHARD_PREVIEW_JOBS = 6  # frames on a shard's contact sheet
+
+
+def preview_metadata(storage: StorageResource, path: Path, archives: list[Path]) -> dict:
+    """Write a contact sheet of the archives' first frames to ``path``, publish it, and return
+    the metadata that links it and shows it inline (a JPEG of about 100-300 KB as base64:
+    Dagster's Markdown shows data URLs, and the file serves a larger look)."""
+    sheet = contact_sheet(archives)
+    arc.write_atomic(path, sheet)
+    storage.publish(path)
+    inline = base64.b64encode(sheet).decode()
+    return {
+        "contact sheet": dg.MetadataValue.path(str(path)),
+        "preview": dg.MetadataValue.md(f"![contact sheet](data:image/jpeg;base64,{inline})"),
+    }
 
 
 def _stop_if_cancelled(store: DataStore, batch: str) -> None:
@@ -107,18 +126,29 @@ def _stop_if_abandoned(context: dg.AssetExecutionContext) -> None:
     specs=[
         dg.AssetSpec(
             "rendered_shard",
-            description="Every job of the shard rendered into its archive.",
+            description="Every job of the shard rendered into its archive (frames, masks, "
+            "depth, labels) in `archives/<batch>/`, from the batch manifest, with a contact "
+            "sheet of its frames. A job that fails is recorded with its error; more failures "
+            "than the batch's `max_failure_rate` fail the run: read the errors in its "
+            "metadata, fix the generator or parameters, and run the shard again (it resumes).",
             deps=[dg.AssetDep(batch_manifest, partition_mapping=dg.AllPartitionMapping())],
             group_name="batches",
             kinds={"pybullet", "blender"},
+            owners=OWNERS,
+            tags=tags("batches", "render", renderer="fast-or-cycles"),
+            code_version=generators_version(),
         ),
         dg.AssetSpec(
             "shard_labels",
-            description="The shard's jobs, frames, objects and events tables: one Parquet "
-            "file per table, hive-partitioned by batch.",
+            description="The shard's `jobs`, `frames`, `objects` and `events` label tables, "
+            "read from its archives: one Parquet file per table under "
+            "`tables/<table>/batch=<batch>/`, which the `dataset` views read.",
             deps=["rendered_shard"],
             group_name="batches",
             kinds={"parquet"},
+            owners=OWNERS,
+            tags=tags("batches", "labels"),
+            code_version=generators_version(),
         ),
     ],
     partitions_def=shards,
@@ -179,7 +209,7 @@ def shard(context: dg.AssetExecutionContext, config: ShardConfig, storage: Stora
             f"max_failure_rate {spec.max_failure_rate}",
             metadata={
                 "errors": dg.MetadataValue.md(
-                    _markdown_table(
+                    markdown_table(
                         [
                             {"job_id": o.job_id, "error": (o.error or "").splitlines()[0]}
                             for o in failed
@@ -203,9 +233,10 @@ def shard(context: dg.AssetExecutionContext, config: ShardConfig, storage: Stora
         "render seconds (sum over jobs)": round(render, 2),
         "archives": dg.MetadataValue.path(str(out_dir)),
     }
-    if done:
-        png = base64.b64encode(boxed_frame(done[0])).decode()
-        metadata["preview"] = dg.MetadataValue.md(f"![preview](data:image/png;base64,{png})")
+    complete = [p for p in done if p.stem not in missing]
+    if complete:
+        sheet = store.preview_path(batch, key)
+        metadata |= preview_metadata(storage, sheet, complete[:SHARD_PREVIEW_JOBS])
     fresh = [sh.archive_path(out_dir, o.job_id) for o in outcomes if o.status == "ok"]
     storage.publish(*fresh, *(sh.failure_path(out_dir, o.job_id) for o in failed))
     yield dg.MaterializeResult(asset_key="rendered_shard", metadata=metadata)
@@ -223,7 +254,11 @@ def shard(context: dg.AssetExecutionContext, config: ShardConfig, storage: Stora
         },
     )
     _stop_if_abandoned(context)
-    labels = {"tables": dg.MetadataValue.path(str(store.root / "tables"))}
+    # Dagster's table metadata describes the objects table: a row is one labelled object
+    labels = {
+        "tables": dg.MetadataValue.path(str(store.root / "tables")),
+        **table_metadata(tables["objects"].schema, tables["objects"].num_rows),
+    }
     for name, table in tables.items():
         path = store.table_path(name, batch, key)
         arc.write_atomic(path, arc.parquet_bytes(table))
@@ -232,10 +267,17 @@ def shard(context: dg.AssetExecutionContext, config: ShardConfig, storage: Stora
     yield dg.MaterializeResult(asset_key="shard_labels", metadata=labels)
 
 
-@dg.asset(group_name="dataset", kinds={"duckdb"}, deps=["shard_labels"])
+@dg.asset(
+    group_name="dataset",
+    kinds={"duckdb"},
+    deps=["shard_labels"],
+    owners=OWNERS,
+    tags=tags("batches", "labels"),
+)
 def dataset(storage: StorageResource) -> dg.MaterializeResult:
-    """Every shard's tables as DuckDB views (jobs, frames, objects, events), in memory over
-    the Parquet files, with the dataset's totals."""
+    """Every shard's tables as DuckDB views (`jobs`, `frames`, `objects`, `events`), in
+    memory over the Parquet files, with the dataset's totals per batch. Query it with
+    `vario query "SELECT ..."`. Refreshed when a batch's shards are all labelled."""
     con = ds.connect(storage.store, storage.arrow_filesystem())
     per_batch = (
         con.sql(
@@ -246,25 +288,42 @@ def dataset(storage: StorageResource) -> dg.MaterializeResult:
         .to_arrow_table()
         .to_pylist()
     )
+    totals = ds.summary(con)
+    objects = con.sql("SELECT * FROM objects LIMIT 0").to_arrow_table().schema
     return dg.MaterializeResult(
         metadata={
-            **ds.summary(con),
-            "batches": dg.MetadataValue.md(_markdown_table(per_batch)),
+            **totals,
+            **table_metadata(objects, totals["objects"]),
+            "batches": dg.MetadataValue.md(markdown_table(per_batch)),
             "tables": dg.MetadataValue.path(str(storage.store.root / "tables")),
             "query": dg.MetadataValue.md('`uv run vario query "SELECT ... FROM objects"`'),
         }
     )
 
 
-manifest_job = dg.define_asset_job("batch_manifest_job", selection=[batch_manifest])
+manifest_job = dg.define_asset_job(
+    "batch_manifest_job",
+    selection=[batch_manifest],
+    description="Records a planned batch's manifest (launched by the inbox sensor and the "
+    "nightly schedule, one run per batch).",
+)
 # One step: run in the run's own process. A step subprocess would load the code a second
 # time (seconds per shard run), and the render workers are processes of their own anyway.
 render_shard_job = dg.define_asset_job(
-    "render_shard_job", selection=[shard], executor_def=dg.in_process_executor
+    "render_shard_job",
+    selection=[shard],
+    executor_def=dg.in_process_executor,
+    description="Renders one shard's jobs and writes its label tables (launched by the inbox "
+    "sensor, one run per shard, queued per device: `vario/device` cpu or gpu). A failed run "
+    "resumes where it stopped when run again.",
 )
-dataset_job = dg.define_asset_job("dataset_job", selection=[dataset])
+dataset_job = dg.define_asset_job(
+    "dataset_job",
+    selection=[dataset],
+    description="Refreshes the dataset's views (launched by the batch-complete sensor).",
+)
 
 defs = dg.Definitions(
-    assets=[batch_manifest, shard, dataset],
+    assets=with_code_references([batch_manifest, shard, dataset]),
     jobs=[manifest_job, render_shard_job, dataset_job],
 )

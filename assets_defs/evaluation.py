@@ -13,7 +13,10 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import pyarrow.parquet as pq
 
+from assets_defs import OWNERS, tags, with_code_references
+from assets_defs.metadata import table_metadata
 from assets_defs.storage import StorageResource
 from generators.labels.archive import write_atomic
 from vario.evaluate.run import evaluate_model, recorded_evaluations
@@ -35,10 +38,17 @@ class ModelTestsResource(dg.ConfigurableResource):
 
 
 def _described(severity: str) -> str:
+    blocks = (
+        "It blocks: `model_release` does not materialize."
+        if severity == "ERROR"
+        else "It warns only."
+    )
     return (
-        f"Every {severity} model test of the dataset's model tests file holds: a metric of a "
-        "slice (mAP, AP50, AP75, AR, precision, recall) against its threshold. Metadata lists "
-        "each test's value; a failure names the tests that failed."
+        f"Every {severity} model test of the dataset's model tests file "
+        "(`<template>.model_tests.yaml`) holds: a metric of a slice (mAP, AP50, AP75, AR, "
+        "precision, recall) against its threshold. Metadata lists each test's value; a "
+        f"failure names the tests that failed. {blocks} Remedy: improve the model on the "
+        "failing slice (`vario regenerate` writes a batch targeted at it)."
     )
 
 
@@ -47,26 +57,40 @@ def _described(severity: str) -> str:
     group_name="evaluation",
     kinds={"parquet"},
     deps=["model_predictions"],
+    owners=OWNERS,
+    tags=tags("evaluation", "evaluation"),
     check_specs=[
         dg.AssetCheckSpec(
-            ERROR_CHECK, asset="model_evaluation", blocking=True, description=_described("ERROR")
+            ERROR_CHECK,
+            asset="model_evaluation",
+            blocking=True,
+            partitions_def=model_and_dataset,  # each result is the model x dataset's
+            description=_described("ERROR"),
         ),
-        dg.AssetCheckSpec(WARN_CHECK, asset="model_evaluation", description=_described("WARN")),
+        dg.AssetCheckSpec(
+            WARN_CHECK,
+            asset="model_evaluation",
+            partitions_def=model_and_dataset,
+            description=_described("WARN"),
+        ),
     ],
 )
 def model_evaluation(
     context: dg.AssetExecutionContext, storage: StorageResource, model_tests: ModelTestsResource
 ):
     """A model's current predictions on a dataset, evaluated per slice (COCO metrics with
-    faster-coco-eval), recorded under ``evaluations/``; its model tests as checks."""
+    faster-coco-eval): `metrics.parquet` and `tests.parquet` under `evaluations/`, its model
+    tests as checks. Partition: model x dataset, added when predictions are ingested."""
     keys = context.partition_key.keys_by_dimension
     model, dataset = keys["model"], keys["dataset"]
     spec = model_tests.for_dataset(storage, dataset)
     result = evaluate_model(storage.store, model, dataset, spec)
+    metrics_file = result.folder / "metrics.parquet"
     metadata: dict = {
         "evaluation": result.id,
         "folder": dg.MetadataValue.path(str(result.folder)),
         "unchanged": result.up_to_date,
+        **table_metadata(pq.read_schema(metrics_file), pq.read_metadata(metrics_file).num_rows),
     }
     for name, m in result.metrics.items():
         for metric in ("map", "ap50", "recall"):
@@ -95,10 +119,13 @@ def model_evaluation(
     group_name="evaluation",
     kinds={"json"},
     deps=[model_evaluation],
+    owners=OWNERS,
+    tags=tags("evaluation", "evaluation"),
 )
 def model_release(context: dg.AssetExecutionContext, storage: StorageResource):
-    """The model released for the dataset: ``releases/<model>/<dataset>.json`` names the
-    evaluation it passed. It materialises only when no ERROR model test failed."""
+    """The model released for the dataset: `releases/<model>/<dataset>.json` names the
+    evaluation it passed. It materializes only when no ERROR model test failed; the failed
+    tests are on `model_evaluation`'s checks."""
     keys = context.partition_key.keys_by_dimension
     model, dataset = keys["model"], keys["dataset"]
     store = storage.store
@@ -115,7 +142,14 @@ def model_release(context: dg.AssetExecutionContext, storage: StorageResource):
 
 
 evaluation_job = dg.define_asset_job(
-    "model_evaluation_job", selection=[model_evaluation, model_release]
+    "model_evaluation_job",
+    selection=[model_evaluation, model_release],
+    description="Evaluates a model's predictions on a dataset per slice and releases it if "
+    "no ERROR model test failed (launched by `vario eval` or from the UI, one run per "
+    "model x dataset).",
 )
 
-defs = dg.Definitions(assets=[model_evaluation, model_release], jobs=[evaluation_job])
+defs = dg.Definitions(
+    assets=with_code_references([model_evaluation, model_release]),
+    jobs=[evaluation_job],
+)

@@ -11,6 +11,7 @@ import base64
 
 import dagster as dg
 
+from assets_defs import OWNERS, tags, with_code_references
 from assets_defs.batches import batches
 from assets_defs.storage import StorageResource
 from generators.labels.preview import boxed_frame
@@ -26,11 +27,15 @@ batch_and_format = dg.MultiPartitionsDefinition({"batch": batches, "format": for
     group_name="dataset",
     kinds={"parquet", "json"},
     deps=["batch_dataset"],
+    owners=OWNERS,
+    tags=tags("exports", "export"),
 )
 def dataset_export(context: dg.AssetExecutionContext, storage: StorageResource):
-    """The batch in a training format (COCO, YOLO, KITTI, BOP, Hugging Face), split by job,
-    with ``export.json`` and ``checksums.sha256``; refused for a batch that failed (or never
-    ran) its blocking dataset tests."""
+    """The batch in a training format (COCO, YOLO, KITTI, BOP, Hugging Face) in
+    `exports/<batch>/<format>/`, split 80/10/10 by job, with `export.json` and
+    `checksums.sha256`. Refused for a batch that failed (or never ran) its blocking dataset
+    tests: see `batch_dataset`'s checks. `vario export` gives slices, splits and
+    augmentations."""
     keys = context.partition_key.keys_by_dimension
     batch, fmt = keys["batch"], keys["format"]
     storage.fetch_batch(batch)
@@ -58,6 +63,11 @@ def dataset_export(context: dg.AssetExecutionContext, storage: StorageResource):
     return dg.MaterializeResult(metadata=metadata)
 
 
-export_job = dg.define_asset_job("dataset_export_job", selection=[dataset_export])
+export_job = dg.define_asset_job(
+    "dataset_export_job",
+    selection=[dataset_export],
+    description="Exports a tested batch in one training format (launched from the UI or by "
+    "the API, one run per batch x format).",
+)
 
-defs = dg.Definitions(assets=[dataset_export], jobs=[export_job])
+defs = dg.Definitions(assets=with_code_references([dataset_export]), jobs=[export_job])

@@ -14,13 +14,17 @@ from contextvars import ContextVar
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 from pydantic import Field
 
+from assets_defs import OWNERS, tags, with_code_references
 from assets_defs.evaluation import datasets, model_and_dataset
+from assets_defs.metadata import table_metadata
 from assets_defs.storage import StorageResource
 from vario.ingest.common import IngestSummary, Progress
 from vario.ingest.predictions import ingest_predictions
 from vario.ingest.real import ingest_coco_dataset, load_category_map
+from vario.store import views
 
 # where a run executed in this process also reports progress (the CLI's progress bars)
 progress_sink: ContextVar[Progress | None] = ContextVar("progress_sink", default=None)
@@ -58,9 +62,11 @@ def _progress(context: dg.AssetExecutionContext) -> Progress:
     return report
 
 
-def _result(summary: IngestSummary) -> dg.MaterializeResult:
+def _result(summary: IngestSummary, schema: pa.Schema, rows: int) -> dg.MaterializeResult:
+    """The ingest's summary, and its table's columns and rows (``rows`` of ``schema``)."""
     return dg.MaterializeResult(
         metadata={
+            **table_metadata(schema, rows),
             "summary": summary.line(),
             "version": summary.version,
             "folder": dg.MetadataValue.path(str(summary.folder)),
@@ -72,14 +78,23 @@ def _result(summary: IngestSummary) -> dg.MaterializeResult:
     )
 
 
-@dg.asset(partitions_def=datasets, group_name="evaluation", kinds={"parquet"})
+@dg.asset(
+    partitions_def=datasets,
+    group_name="evaluation",
+    kinds={"parquet"},
+    owners=OWNERS,
+    tags=tags("ingest", "ingest"),
+)
 def real_dataset(
     context: dg.AssetExecutionContext, config: RealDatasetConfig, storage: StorageResource
 ):
-    """A real dataset in COCO format, ingested beside the synthetic data: its images stored
-    by content, its labels as a new version of the ``frames`` and ``objects`` tables (the
-    views show the current one; ``real_frames`` and ``real_objects`` every one). A failure
-    names the rows that were refused; nothing was written."""
+    """A real dataset in COCO format, ingested beside the synthetic data.
+
+    Reads the run config's COCO annotations file and images folder (and an optional
+    category map). Writes the images by content hash and the labels as a new version of
+    the `frames` and `objects` tables: the views show the current version, `real_frames`
+    and `real_objects` every one. On failure it names the refused rows and writes nothing:
+    fix the file (or map its categories) and ingest again with `vario ingest dataset`."""
     mapping = load_category_map(Path(config.category_map)) if config.category_map else None
     summary = ingest_coco_dataset(
         storage.store,
@@ -89,16 +104,25 @@ def real_dataset(
         category_map=mapping,
         on_progress=_progress(context),
     )
-    return _result(summary)
+    return _result(summary, views.REAL_OBJECTS, summary.objects)
 
 
-@dg.asset(partitions_def=model_and_dataset, group_name="evaluation", kinds={"parquet"})
+@dg.asset(
+    partitions_def=model_and_dataset,
+    group_name="evaluation",
+    kinds={"parquet"},
+    owners=OWNERS,
+    tags=tags("ingest", "ingest"),
+)
 def model_predictions(
     context: dg.AssetExecutionContext, config: PredictionsConfig, storage: StorageResource
 ):
-    """A model's predictions on a dataset, validated row by row and stored as a version of
-    the ``predictions`` table, which ``model_evaluation`` scores. A failure names the rows
-    that were refused; nothing was written."""
+    """A model's predictions on a dataset (a batch or a real dataset), validated row by row.
+
+    Reads the run config's predictions file (COCO results JSON or Parquet). Writes a new
+    version of the `predictions` table, which `model_evaluation` scores. On failure it
+    names the refused rows and writes nothing: fix them and ingest again with
+    `vario ingest predictions`."""
     keys = context.partition_key.keys_by_dimension
     summary = ingest_predictions(
         storage.store,
@@ -108,14 +132,23 @@ def model_predictions(
         images=Path(config.images) if config.images else None,
         on_progress=_progress(context),
     )
-    return _result(summary)
+    return _result(summary, views.PREDICTIONS, summary.rows)
 
 
-ingest_dataset_job = dg.define_asset_job("ingest_dataset_job", selection=[real_dataset])
+ingest_dataset_job = dg.define_asset_job(
+    "ingest_dataset_job",
+    selection=[real_dataset],
+    description="Ingests a real COCO dataset (launched by `vario ingest dataset` or from the "
+    "UI with the paths as run config).",
+)
 ingest_predictions_job = dg.define_asset_job(
-    "ingest_predictions_job", selection=[model_predictions]
+    "ingest_predictions_job",
+    selection=[model_predictions],
+    description="Ingests a model's predictions on a dataset (launched by `vario ingest "
+    "predictions` or from the UI with the paths as run config).",
 )
 
 defs = dg.Definitions(
-    assets=[real_dataset, model_predictions], jobs=[ingest_dataset_job, ingest_predictions_job]
+    assets=with_code_references([real_dataset, model_predictions]),
+    jobs=[ingest_dataset_job, ingest_predictions_job],
 )

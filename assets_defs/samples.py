@@ -4,6 +4,7 @@ import json
 
 import dagster as dg
 
+from assets_defs import OWNERS, generators_version, tags, with_code_references
 from assets_defs.storage import StorageResource
 from generators.contract import registry
 from generators.params import ParameterError, parse_assignments, validate
@@ -15,11 +16,19 @@ class SampleJobConfig(dg.Config):
     assignments: list[str] = ["n_frames=12", "start_time=0.2"]
 
 
-@dg.asset(group_name="samples", kinds={"pybullet"})
+@dg.asset(
+    group_name="samples",
+    kinds={"pybullet"},
+    owners=OWNERS,
+    tags=tags("samples", "render", renderer="fast-or-cycles"),
+    code_version=generators_version(),
+)
 def sample_job(
     context: dg.AssetExecutionContext, config: SampleJobConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
-    """Renders one job of the configured generator and records what it produced."""
+    """Renders one job of the configured generator (run config: generator, seed,
+    parameter assignments) into `samples/`, and records what it produced: a quick, real
+    look at a generator. Invalid parameters fail the run with one line per field."""
     gen = registry.get(config.generator)
     try:
         params = validate(gen.Params, parse_assignments(gen.Params, config.assignments))
@@ -51,4 +60,4 @@ def sample_job(
     )
 
 
-defs = dg.Definitions(assets=[sample_job])
+defs = dg.Definitions(assets=with_code_references([sample_job]))

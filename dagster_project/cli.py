@@ -747,14 +747,24 @@ def regenerate_cmd(evaluation_id: str, slice_name: str, jobs: int, out: Path | N
 
 @main.command("ui")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=3000, show_default=True)
+@click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535))
 def ui(host: str, port: int) -> None:
-    """Open the Dagster UI (and daemon) on the project's instance: ``dagster dev``."""
-    from dagster_project.instance import dagster_home
+    """Open the Dagster UI, with its daemon, on the project's instance until stopped
+    (``dagster dev``). Only warnings and errors reach the terminal: the runs' event logs and
+    the sensors' ticks are in the UI."""
+    from dagster_project.console import out
+    from dagster_project.instance import dagster_home, start_retry_consumer
 
     dagster_home()
-    definitions = ("-m", "dagster_project.definitions")
-    command = ("-m", "dagster", "dev", *definitions, "-h", host, "-p", str(port))
+    start_retry_consumer()
+    out.print(f"Dagster UI on http://{host}:{port} (ready in seconds; Ctrl-C stops it)")
+    command = (
+        # ``dagster dev`` says it is superseded by ``dg dev`` of the dagster-dg-cli
+        # package, which needs a dg project layout; it is the same deployment.
+        *("-W", "ignore:Function `dev_command` is superseded"),
+        *("-m", "dagster", "dev", "--log-level", "warning"),
+        *("-m", "dagster_project.definitions", "-h", host, "-p", str(port)),
+    )
     os.execvp(sys.executable, [sys.executable, *command])
 
 
@@ -768,11 +778,12 @@ def serve(host: str, port: int, no_daemon: bool) -> None:
     import uvicorn
 
     from dagster_project.console import err, out
-    from dagster_project.instance import dagster_home
+    from dagster_project.instance import dagster_home, start_retry_consumer
 
     daemon = None
     if not no_daemon:
         dagster_home()
+        start_retry_consumer()
         definitions = ("-m", "dagster_project.definitions")
         command = [sys.executable, "-m", "dagster._daemon", "run", *definitions]
         log = _store().root / "logs" / "daemon.log"

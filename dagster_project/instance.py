@@ -78,3 +78,20 @@ def dagster_home() -> Path:
         write_atomic(config, wanted.encode())
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+def start_retry_consumer() -> None:
+    """Start the daemon's run-retry consumer at the end of the event log, as Dagster does on
+    its first start, but without its warning ("No cursor for event type ..."): a fresh
+    instance, or one only ``vario batch run`` has used, would print it on every first
+    ``vario ui`` or ``vario serve``. A cursor already there is left alone. Dagster keeps the
+    cursor under private names (pinned below 1.14, see pyproject)."""
+    from dagster import DagsterInstance
+    from dagster._daemon.auto_run_reexecution import event_log_consumer as consumer
+
+    with DagsterInstance.get() as instance:
+        keys = {consumer._create_cursor_key(t) for t in consumer.DAGSTER_EVENT_TYPES}
+        missing = keys - set(instance.daemon_cursor_storage.get_cursor_values(keys))
+        if missing:
+            top = str(instance.event_log_storage.get_maximum_record_id() or 0)
+            instance.daemon_cursor_storage.set_cursor_values(dict.fromkeys(missing, top))

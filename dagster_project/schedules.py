@@ -31,6 +31,12 @@ def template(name: str) -> dict:
     default_status=dg.DefaultScheduleStatus.RUNNING
     if settings().nightly_template
     else dg.DefaultScheduleStatus.STOPPED,
+    description=(
+        "Each night (`VARIO_NIGHTLY_CRON`) submits the batch template "
+        "`VARIO_NIGHTLY_TEMPLATE` with a new seed, as batch `<template>-<YYYYMMDD>`, through "
+        "the inbox. Running only when `VARIO_NIGHTLY_TEMPLATE` is set. A missing template "
+        "fails the tick: its error names the file."
+    ),
 )
 def nightly_batch(context: dg.ScheduleEvaluationContext, storage: StorageResource):
     """Regenerates the batch template ``$VARIO_NIGHTLY_TEMPLATE`` (default ``demo``) with a new
@@ -46,7 +52,15 @@ def nightly_batch(context: dg.ScheduleEvaluationContext, storage: StorageResourc
     return dg.SkipReason(f"submitted {spec['name']} to the inbox ({path})")
 
 
-@dg.sensor(minimum_interval_seconds=INTERVAL, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    minimum_interval_seconds=INTERVAL,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Watches the user catalog folder (`VARIO_CATALOG_DIR`). New meshes are indexed and "
+        "the `catalog_update` batch template is submitted over their categories, so the "
+        "dataset covers them."
+    ),
+)
 def catalog_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
     """New meshes in the catalog folder: submits the ``catalog_update`` template over the new
     assets' categories, so the dataset covers them."""

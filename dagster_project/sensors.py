@@ -108,6 +108,14 @@ def _registered(instance: dg.DagsterInstance, accepted: _Accepted, shard_keys: s
     jobs=[manifest_job, render_shard_job],
     minimum_interval_seconds=INTERVAL,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Reads the batch specs in the inbox (`vario batch submit`, the API, the schedule). "
+        "A valid spec is planned: its batch and shards become partitions, its manifest is "
+        "written and one render run per shard is requested (a spec sent twice runs once); it "
+        "then moves to `inbox/processed/`. An invalid spec moves to `inbox/rejected/` with "
+        "its field errors beside it and launches nothing: fix the spec and submit it again. "
+        "A failed tick (disk or network) leaves the spec for the next tick."
+    ),
 )
 def inbox_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
     """Validates each spec in the inbox. A valid one is planned and recorded, its batch and
@@ -180,6 +188,12 @@ def _reject(
     jobs=[dataset_job, release_job],
     minimum_interval_seconds=INTERVAL,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Watches the shards' label tables. Once every shard of a batch has them, refreshes "
+        "the `dataset` views and runs the release: `batch_dataset` with its dataset tests as "
+        "blocking checks, then `batch_export`. A shard rendered again releases the batch "
+        "again. A batch that never releases has a shard whose run failed: see its run."
+    ),
 )
 def batch_complete_sensor(context: dg.SensorEvaluationContext):
     """Once every shard of a batch has its label tables: refresh the dataset, and test and

@@ -27,7 +27,7 @@ import json
 import math
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -270,6 +270,13 @@ def _empty(name: str, severity: Severity, batch: str) -> CheckResult:
 
 
 def check_coverage(b: _Batch, t: CoverageTests) -> CheckResult:
+    """Whether the batch covers its domain evenly: the centred discrepancy of its varied
+    continuous parameters (scaled to the unit cube by their declared ranges) against
+    independent uniform draws of the same size, and the occupancy of every bin (continuous)
+    or level (categorical) of each varied parameter. Fails when the discrepancy ratio passes
+    ``max_discrepancy_ratio`` or a bin holds fewer than ``min_bin_count`` jobs: the model
+    would see part of the domain too rarely. Remedy: sample with Sobol or Halton, add jobs, or
+    narrow the ranges to what the batch is for."""
     params = t.parameters or b.varied
     failures, metadata = [], {}
     continuous = [p for p in params if b.continuous(p)]
@@ -383,6 +390,12 @@ def _quoted(names: list[str]) -> str:
 
 
 def check_bias(b: _Batch, t: BiasTests) -> CheckResult:
+    """Whether a nuisance factor (lighting, texture, camera...) predicts a task target (the
+    category, the number of objects...): bias-corrected Cramér's V, chi-square p-value and
+    mutual information of every nuisance x target pair, each job weighing one. Fails when a
+    pair's V passes ``max_cramers_v`` with p under ``max_p_value``: a model could learn the
+    shortcut instead of the object. Remedy: sample the factor independently of the target
+    (the pair and its V are in the metadata)."""
     nuisance = t.nuisance or [p for p in b.varied if p in b.domain.nuisance]
     targets = t.targets or list(b.domain.targets)
     pairs, failures, skipped = [], [], []
@@ -433,28 +446,20 @@ def check_bias(b: _Batch, t: BiasTests) -> CheckResult:
 
 
 def check_balance(b: _Batch, t: BalanceTests) -> CheckResult:
+    """Whether categories and categorical nuisance factors appear evenly: per factor, the
+    rarest level's count over the most common one's, every declared level counted (a level
+    never drawn counts zero). Fails when that ratio is under ``min_ratio``: the rare levels
+    are under-learned. Remedy: more jobs, fewer levels, or a sampler that stratifies them."""
     factors = t.factors or ["category"] + [
         p for p in b.varied if p in b.domain.nuisance and not b.continuous(p)
     ]
     failures, metadata = [], {}
     for factor in factors:
         if factor == "category":
-            declared = (
-                sorted({c for cats in b.jobs.get("param_categories", []) for c in cats})
-                if "param_categories" in b.jobs
-                else []
-            )
-            seen = dict(
-                b.con.execute(
-                    "SELECT category, count(*) FROM objects WHERE batch = $batch "
-                    "AND category <> 'distractor' GROUP BY category",
-                    {"batch": b.name},
-                ).fetchall()
-            )
-            counts = {c: int(seen.get(c, 0)) for c in (declared or sorted(seen))}
+            counts = category_counts(b.con, b.name)
         else:
             seen = b.jobs[f"param_{factor}"].astype(str).value_counts()
-            counts = {str(lv): int(seen.get(str(lv), 0)) for lv in b.levels(factor)}
+            counts = level_counts(seen, b.levels(factor))
         metadata[factor] = counts
         if len(counts) < 2:
             failures.append(f"{factor}: {len(counts)} level(s); balance needs at least two")
@@ -470,10 +475,48 @@ def check_balance(b: _Batch, t: BalanceTests) -> CheckResult:
     return CheckResult("balance", not failures, t.severity, message, metadata)
 
 
+def category_counts(con, batch: str) -> dict[str, int]:
+    """Objects per category (distractors aside) of the batch's rendered jobs, over every
+    category they were asked to draw from (their ``categories`` parameter), a category never
+    rendered at zero; the categories seen when the generator has no such parameter. The
+    balance check and the report's balance plot both count with this: they agree."""
+    has_categories = "param_categories" in con.sql("SELECT * FROM jobs LIMIT 0").columns
+    declared = (
+        con.execute(
+            "SELECT DISTINCT unnest(param_categories) AS c FROM jobs "
+            "WHERE batch = $batch AND status = 'ok' ORDER BY c",
+            {"batch": batch},
+        ).fetchall()
+        if has_categories
+        else []
+    )
+    seen = dict(
+        con.execute(
+            "SELECT category, count(*) FROM objects WHERE batch = $batch "
+            "AND category <> 'distractor' GROUP BY category",
+            {"batch": batch},
+        ).fetchall()
+    )
+    return {c: int(seen.get(c, 0)) for c in ([c for (c,) in declared] or sorted(seen))}
+
+
+def level_counts(seen: Mapping[str, int], levels: list) -> dict[str, int]:
+    """Jobs per declared level of a categorical parameter, keyed by the level's text, a level
+    no job has at zero (``seen``: counts by text). Shared by the balance check and the
+    report's factor histograms, so both show the same levels."""
+    return {str(level): int(seen.get(str(level), 0)) for level in levels}
+
+
 _BOX_AREA = "(box_x_max - box_x_min) * (box_y_max - box_y_min)"
 
 
 def check_edge_cases(b: _Batch, t: EdgeCaseTests) -> CheckResult:
+    """Whether the hard cases are present in useful amounts: shares of heavily occluded
+    objects (``occlusion_level``), truncated objects, crowded frames and small boxes, and
+    that small boxes stay under ``max_small_share``. Fails when a share is under its minimum
+    (the model never practises the case) or small boxes exceed their maximum (too small to
+    learn). Remedy: raise object counts or clutter, move the camera, or adjust the limits in
+    the batch template's tests file."""
     objects, occluded, truncated, small = b.con.execute(
         "SELECT count(*), count(*) FILTER (occlusion >= $occluded), "
         f"count(*) FILTER (truncation > 0), count(*) FILTER ({_BOX_AREA} < $small) "
@@ -538,9 +581,11 @@ def _box_areas_by_category(b: _Batch, small_area: int) -> dict[str, dict]:
 
 
 def check_novelty(b: _Batch, t: NoveltyTests) -> CheckResult:
-    """Frames that add information: a frame repeats an image when its perceptual hash is
+    """Whether frames add information: a frame repeats an image when its perceptual hash is
     within ``max_hash_distance`` bits of an earlier frame of its job, or equals the hash of a
-    frame of another job. Fails above ``max_duplicate_share`` of the batch's frames."""
+    frame of another job. Fails above ``max_duplicate_share`` of the batch's frames: repeats
+    cost render time and weigh the same scene twice. Remedy: fewer frames per job, more
+    motion between them, or more varied parameters."""
     if "image_hash" not in b.con.sql("SELECT * FROM frames LIMIT 0").columns:
         return CheckResult("novelty", False, t.severity, "frames carry no image_hash column")
     b.con.execute(
@@ -589,6 +634,11 @@ _CHUNK_ROWS = 32_768  # objects rows checked at a time: tens of MB, whatever the
 
 
 def check_integrity(b: _Batch, t: IntegrityTests) -> CheckResult:
+    """Whether the labels are true to the pixels: every planned job has its archive; every
+    box is its mask's box and every pixel count its mask's area; on ``sample_jobs``
+    archives, masks equal the segmentation, object counts equal its ids, maps are not empty
+    and depth lies within the camera's clip range. A failure is a bug in a generator or a
+    damaged file, never noise: the examples in the metadata name the job and object."""
     out_dir = b.store.archive_dir(b.name)
     ok = pa.array(b.jobs["job_id"], pa.string())
     manifest = b.store.manifest(b.name, columns=["job_id"]).column("job_id")

@@ -1,18 +1,21 @@
 """The dataset report: one self-contained HTML page per batch with the dataset tests' recorded
 results and the plots that explain them (factor histograms, coverage pair plot, nuisance x
 target association heat map, category balance, occlusion and truncation, sample frames with
-boxes).
+their labels, and the frames behind a failed test).
 
 The report never runs the checks: it shows the results it is given (as recorded, see
 ``checks.recorded_results``). Plots are drawn from aggregates DuckDB computes over the label
 tables, so a figure costs about the same at a thousand objects as at a million, and the page
-comes from a Jinja template (autoescaped).
+comes from a Jinja template (autoescaped). Categorical plots show every declared category
+and level, zero counts included, counted as the balance check counts them.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import re
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,7 +29,7 @@ import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from generators.labels import archive as arc  # noqa: E402
-from generators.labels.preview import boxed_frame  # noqa: E402
+from generators.labels.preview import contact_image, read_frame  # noqa: E402
 from vario.quality import checks as quality  # noqa: E402
 from vario.run import shard as sh  # noqa: E402
 from vario.store.layout import DataStore  # noqa: E402
@@ -37,7 +40,9 @@ _TEMPLATES = jinja2.Environment(
     autoescape=True,
     trim_blocks=True,
 )
-_HIST_BINS, _PAIR_BINS, _FRAME_HEIGHT = 20, 15, 160
+_HIST_BINS, _PAIR_BINS = 20, 15
+_GRID_WIDTH, _GRID_COLUMNS, _SLICE_FRAMES = 768, 4, 6  # grids of frames; frames per slice
+_PROBLEM = re.compile(r"^job (\w+) frame (\d+)\b")  # how integrity names a problem's frame
 
 
 class Report(NamedTuple):
@@ -77,12 +82,30 @@ def _factor_histograms(con, batch: str, d: quality.Design) -> bytes:
             ax.stairs(counts, np.linspace(lo, hi, _HIST_BINS + 1), fill=True)
             ax.set_xlim(lo, hi)
         else:
-            rows = _jobs_counts(con, batch, f"CAST(param_{p} AS VARCHAR)")
-            ax.bar([str(b) for b, _ in rows], [n for _, n in rows])
+            counts = factor_counts(con, batch, d, p)
+            ax.bar_label(ax.bar(list(counts), list(counts.values())), fontsize=7)
+            ax.margins(y=0.2)  # room for the counts under the title
             ax.tick_params(axis="x", rotation=45)
         _light(ax, p, numeric_x=d.continuous(p))
     fig.subplots_adjust(bottom=0.3, wspace=0.35)
     return figure_png(fig)
+
+
+def factor_counts(con, batch: str, d: quality.Design, param: str) -> dict[str, int]:
+    """Jobs per level of a categorical parameter: every declared level, zero included, keyed
+    as the balance check keys them (``checks.level_counts``); the levels seen when the
+    parameter declares none."""
+    seen = dict(_jobs_counts(con, batch, _level_sql(d, param)))
+    return quality.level_counts(seen, d.levels(param)) or seen
+
+
+def _level_sql(d: quality.Design, param: str) -> str:
+    """SQL for a parameter's level as Python's ``str`` writes it, the text the balance check
+    keys levels by: DuckDB writes booleans ``true``, Python ``True``."""
+    column = f"param_{param}"
+    if d.schemas.get(param, {}).get("type") == "boolean":
+        return f"CASE {column} WHEN true THEN 'True' WHEN false THEN 'False' END"
+    return f"CAST({column} AS VARCHAR)"
 
 
 def _light(ax, title: str, *, numeric_x: bool) -> None:
@@ -162,9 +185,9 @@ def _association(pairs: list[dict]) -> bytes:
     return figure_png(fig)
 
 
-def _category_balance(categories: list[tuple[str, int]]) -> bytes:
+def _category_balance(categories: dict[str, int]) -> bytes:
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(categories)), 2.6))
-    ax.bar([c for c, _ in categories], [n for _, n in categories])
+    ax.bar_label(ax.bar(list(categories), list(categories.values())), fontsize=7)
     ax.tick_params(axis="x", rotation=45)
     ax.set_ylabel("objects")
     fig.subplots_adjust(bottom=0.3, left=0.2)
@@ -201,30 +224,89 @@ def _occlusion(con, batch: str) -> bytes | None:
     return figure_png(fig)
 
 
-def _sample_frames(store: DataStore, batch: str, job_ids: list[str], samples: int) -> bytes | None:
-    """First frames of up to ``samples`` random jobs with their boxes, side by side. At most
-    a few times ``samples`` archives are opened, however many jobs lack a complete one."""
+def sample_archives(store: DataStore, batch: str, limit: int) -> list[Path]:
+    """Complete archives of up to ``limit`` of the batch's rendered jobs, the first in job id
+    order: a fixed choice spread over the shards (ids are hashes). At most a few times
+    ``limit`` archives are opened, however many jobs lack a complete one."""
+    rows = connect(store).execute(
+        "SELECT job_id FROM jobs WHERE batch = $batch AND status = 'ok' ORDER BY job_id LIMIT $n",
+        {"batch": batch, "n": 4 * limit},
+    )
+    paths = [sh.archive_path(store.archive_dir(batch), j) for (j,) in rows.fetchall()]
+    return [p for p in paths if arc.is_complete(p)][:limit]
+
+
+def _frames_grid(store: DataStore, batch: str, frames: list[tuple[str, int]]) -> bytes | None:
+    """PNG grid of the (job id, frame) pairs that can be drawn, None if none can: the frames
+    behind an integrity failure may be in an archive too damaged to read."""
     out = store.archive_dir(batch)
-    tiles = []
-    for i in np.random.default_rng(0).permutation(len(job_ids))[: 4 * samples]:
-        path = sh.archive_path(out, job_ids[i])
-        if arc.is_complete(path):
-            tiles.append(_tile(boxed_frame(path), job_ids[i][:8]))
-            if len(tiles) == samples:
-                break
-    if not tiles:
+    paths = [(sh.archive_path(out, job), frame) for job, frame in frames]
+    drawable = [(archive, frame) for archive, frame in paths if _drawable(archive, frame)]
+    if not drawable:
         return None
-    gap = np.full((_FRAME_HEIGHT, 6, 3), 255, np.uint8)
-    strip = np.hstack([part for tile in tiles for part in (tile, gap)][:-1])
-    return cv2.imencode(".png", strip)[1].tobytes()
+    grid = contact_image(drawable, width=_GRID_WIDTH, columns=_GRID_COLUMNS)
+    return cv2.imencode(".png", grid)[1].tobytes()
 
 
-def _tile(png: bytes, label: str) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
-    width = round(image.shape[1] * _FRAME_HEIGHT / image.shape[0])
-    image = cv2.resize(image, (width, _FRAME_HEIGHT), interpolation=cv2.INTER_AREA)
-    cv2.putText(image, label, (3, _FRAME_HEIGHT - 4), cv2.FONT_HERSHEY_PLAIN, 0.9, (255, 255, 255))
-    return image
+def _drawable(archive: Path, frame: int) -> bool:
+    """Whether the frame reads back (read twice, for a handful of frames: the grid itself
+    stays all or nothing)."""
+    try:
+        read_frame(archive, frame)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return False
+    return True
+
+
+def _failed_slices(
+    con, batch: str, d: quality.Design, results: list[quality.CheckResult], jobs: set[str]
+) -> dict[str, list[tuple[str, int]]]:
+    """For each failed test whose result names the slice behind the failure, a title and up
+    to ``_SLICE_FRAMES`` of its frames as (job id, frame): balance, the rarest level of each
+    factor its message names (objects of that category, or jobs at that parameter level; a
+    level never rendered has no frame); novelty, the first frame of its worst jobs; integrity,
+    the frames its problems name. The others name no slice: coverage and bias give bin counts
+    and associations, edge cases give shares and quantiles (what is short is absent). Job ids
+    read from a result are kept only if they are the batch's rendered jobs (``jobs``)."""
+    slices: dict[str, list[tuple[str, int]]] = {}
+    for r in (r for r in results if not r.passed):
+        if r.name == "balance":
+            slices |= _balance_slices(con, batch, d, r)
+        elif r.name == "novelty":
+            worst = [(w.get("job_id"), 0) for w in r.metadata.get("worst jobs", [])]
+            slices["novelty: the jobs whose frames repeat most"] = worst
+        elif r.name == "integrity":
+            named = [m.groups() for p in r.metadata.get("problems", []) if (m := _PROBLEM.match(p))]
+            slices["integrity: frames with problems"] = [(j, int(f)) for j, f in named]
+    shown = {t: list(dict.fromkeys(f for f in fs if f[0] in jobs)) for t, fs in slices.items()}
+    return {t: fs[:_SLICE_FRAMES] for t, fs in shown.items() if fs}
+
+
+def _balance_slices(
+    con, batch: str, d: quality.Design, result: quality.CheckResult
+) -> dict[str, list[tuple[str, int]]]:
+    """The rarest level of each factor the failed balance check names, with its frames: the
+    rarest is picked from the recorded counts as the check picks it."""
+    slices = {}
+    for factor, counts in result.metadata.items():
+        if not isinstance(counts, dict) or f"{factor}: rarest " not in result.message:
+            continue
+        level = min(counts, key=counts.get)
+        if factor == "category":
+            query = (
+                "SELECT job_id, min(frame) FROM objects WHERE batch = $batch "
+                "AND category = $level GROUP BY job_id ORDER BY job_id LIMIT $n"
+            )
+        elif factor in d.schemas:  # a parameter: its name is a field's, safe in SQL
+            query = (
+                f"SELECT job_id, 0 FROM jobs WHERE batch = $batch AND status = 'ok' "
+                f"AND {_level_sql(d, factor)} = $level ORDER BY job_id LIMIT $n"
+            )
+        else:
+            continue
+        params = {"batch": batch, "level": level, "n": _SLICE_FRAMES}
+        slices[f"balance: {factor} {level!r}, the rarest"] = con.execute(query, params).fetchall()
+    return slices
 
 
 def figures(
@@ -253,15 +335,19 @@ def figures(
     bias = next((r for r in results if r.name == "bias"), None)
     if bias and bias.metadata.get("pairs"):
         plots["Nuisance x target association"] = _association(bias.metadata["pairs"])
-    categories = con.execute(
-        "SELECT category, count(*) FROM objects WHERE batch = $batch GROUP BY 1 ORDER BY 1",
-        {"batch": batch},
-    ).fetchall()
+    categories = quality.category_counts(con, batch)
     if categories:
-        plots["Category balance"] = _category_balance(categories)
+        plots["Category balance (objects per category, distractors aside)"] = _category_balance(
+            categories
+        )
+    sampled = [(p.stem, 0) for p in sample_archives(store, batch, samples)]
     drawn = {
         "Occlusion and truncation of objects": _occlusion(con, batch),
-        "Sample frames with their boxes": _sample_frames(store, batch, job_ids, samples),
+        "Sample frames with their labels": _frames_grid(store, batch, sampled),
+        **{
+            f"Frames behind the failed test {title}": _frames_grid(store, batch, frames)
+            for title, frames in _failed_slices(con, batch, d, results, set(job_ids)).items()
+        },
     }
     return plots | {title: png for title, png in drawn.items() if png is not None}
 

@@ -7,6 +7,7 @@ batches/BATCH/spec.json      the accepted spec
 batches/BATCH/manifest.parquet   one row per job (job id, shard, seed, parameters)
 archives/BATCH/JOB_ID.zip    job archives (and JOB_ID.failed.json for failed jobs)
 tables/TABLE/batch=BATCH/SHARD.parquet   label tables, hive-partitioned by batch
+previews/BATCH/NAME.jpg      contact sheets of frames: NAME is a shard key or the batch
 real/dataset=NAME/images/KEY.EXT          a real dataset's images, content-addressed
 real/dataset=NAME/version=V/{frames,objects}.parquet, categories.json   one ingested version
 real/dataset=NAME/current                 the current version V
@@ -33,6 +34,7 @@ from vario.batch.spec import BatchSpec, SpecError, checked_batch
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 VERSION = re.compile(r"^[0-9a-f]{16}$")  # an ingested version: 16 hex digits of a SHA-256
+PREVIEW_NAME = re.compile(r"^[a-z0-9][a-z0-9_~-]{0,79}$")  # a batch or shard name: one file
 
 
 def checked_version(version: str) -> str:
@@ -190,6 +192,14 @@ class DataStore:
 
     def table_glob(self, table: str) -> str:
         return str(self.root / "tables" / table / "*" / "*.parquet")
+
+    def preview_path(self, batch: str, name: str) -> Path:
+        """A contact sheet of the batch's frames: ``name`` is a shard key or the batch's own
+        name. Both come from partition keys, so anything that could leave the folder (a
+        separator, a leading dot) is refused."""
+        if not isinstance(name, str) or not PREVIEW_NAME.match(name):
+            raise ValueError(f"not a preview name: {str(name)[:80]!r} ({PREVIEW_NAME.pattern})")
+        return self.root / "previews" / checked_batch(batch) / f"{name}.jpg"
 
     # Real datasets and model predictions (vario.ingest, docs/real-data.md).
 

@@ -18,7 +18,6 @@ from assets_defs.batches import batches, preview_metadata
 from assets_defs.metadata import table_metadata
 from assets_defs.storage import StorageResource
 from vario.quality import checks as quality
-from vario.quality.report import sample_archives, write_report
 from vario.store import export
 from vario.store import views as ds
 
@@ -62,6 +61,10 @@ def batch_dataset(
     batch template's `.tests.yaml`. Writes `batches/<batch>/tests.json` and the HTML report
     beside it, with a contact sheet of the batch. An ERROR check that fails stops the
     release: read its message and figures, then fix the batch spec or the thresholds."""
+    # Imported here: matplotlib is slow to import and the definitions load in every
+    # process (the UI's code server among them); only this step draws.
+    from vario.quality.report import sample_archives, write_report
+
     batch, store = context.partition_key, storage.store
     storage.fetch_batch(batch)
     tests = dataset_tests.for_spec(store.spec(batch))

@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pyarrow.compute as pc
+from memory import PeakTreeMemory
 
 from vario.batch.plan import plan
 from vario.batch.spec import BatchSpec
@@ -29,25 +29,6 @@ from vario.run import shard as sh
 
 TARGET_SECONDS = 3.0
 JOB = {"resolution": 64, "n_frames": 2, "samples": 8, "n_objects": 4}
-
-
-def _tree_rss(root: int) -> int:
-    """Resident bytes of ``root`` and all its descendants, from /proc."""
-    parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(stat.parent.name)
-        parents[pid], rss[pid] = int(fields[1]), int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    tree, frontier = {root}, [root]
-    while frontier:
-        children = [p for p, parent in parents.items() if parent in frontier]
-        tree.update(children)
-        frontier = children
-    return sum(rss.get(p, 0) for p in tree)
 
 
 def run_batch(jobs: int, jobs_per_worker: int, seed: int) -> tuple[float, float, int, list[str]]:
@@ -62,23 +43,13 @@ def run_batch(jobs: int, jobs_per_worker: int, seed: int) -> tuple[float, float,
         "sampler": {"kind": "random", "count": jobs, "ranges": {"light_azimuth": [0, 360]}},
     }
     manifest = plan(BatchSpec.model_validate(spec)).manifest
-    peak, done = [0], threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.1):
-            peak[0] = max(peak[0], _tree_rss(os.getpid()))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    with tempfile.TemporaryDirectory() as out:
+    with PeakTreeMemory() as peak, tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         outcomes = sh.run_shard("tabletop", manifest, Path(out), workers=1)
         wall = time.perf_counter() - started
         tables = sh.shard_tables("tabletop", manifest, Path(out), outcomes)
-    done.set()
-    sampler.join()
     render = pc.sum(tables["jobs"].column("render_seconds")).as_py() or 0.0
-    return wall, render, peak[0], [o.status for o in outcomes]
+    return wall, render, peak.bytes, [o.status for o in outcomes]
 
 
 def main() -> None:

@@ -11,13 +11,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from scipy.stats import qmc
 
 from generators.contract.domain import Domain
 from vario.batch.spec import Choices, Sampler
 
 
 def _unit_points(sampler: Sampler, dims: int, seed: int) -> np.ndarray:
+    # Imported here: scipy.stats takes a second to import, and every process that loads the
+    # Dagster definitions (the UI's code server, each run) imports this module.
+    from scipy.stats import qmc
+
     if sampler.kind == "random":
         return np.random.default_rng(seed).random((sampler.count, dims))
     if sampler.kind in ("lhs", "stratified"):

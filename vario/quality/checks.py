@@ -40,7 +40,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.stats import chi2_contingency, entropy, qmc
 
 from generators.contract import registry
 from generators.contract.domain import TARGETS
@@ -277,6 +276,10 @@ def check_coverage(b: _Batch, t: CoverageTests) -> CheckResult:
     ``max_discrepancy_ratio`` or a bin holds fewer than ``min_bin_count`` jobs: the model
     would see part of the domain too rarely. Remedy: sample with Sobol or Halton, add jobs, or
     narrow the ranges to what the batch is for."""
+    # scipy.stats is imported where it is used: it takes a second, and every process that
+    # loads the Dagster definitions (the UI's code server, each run) imports this module.
+    from scipy.stats import qmc
+
     params = t.parameters or b.varied
     failures, metadata = [], {}
     continuous = [p for p in params if b.continuous(p)]
@@ -345,6 +348,8 @@ def _cramers_v(table: np.ndarray) -> tuple[float, float, float]:
     """Bias-corrected Cramér's V (Bergsma 2013), chi-square p-value, mutual information."""
     n = table.sum()
     r, k = table.shape
+    from scipy.stats import chi2_contingency, entropy  # scipy.stats: see check_coverage
+
     chi2, p, _, _ = chi2_contingency(table, correction=False)
     phi2 = max(0.0, chi2 / n - (k - 1) * (r - 1) / (n - 1))
     r_c, k_c = r - (r - 1) ** 2 / (n - 1), k - (k - 1) ** 2 / (n - 1)

@@ -1,3 +1,4 @@
 """Labels and archives: boxes, masks, occlusion and truncation per object and frame
 (``frame_labels``), the label tables' schemas, COCO JSON, H.264 video, the atomic job archive,
-and a boxed preview frame read back from an archive."""
+and previews read back from archives: a boxed frame, and contact sheets of frames with
+masks, boxes and category names (``preview``)."""

@@ -17,17 +17,19 @@ so what it reads stays there). Every view exists, with its columns, on an empty 
 from __future__ import annotations
 
 import glob
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from generators.labels import tables
 from vario.store.layout import DataStore
 
+if TYPE_CHECKING:
+    import pyarrow.dataset as pads
+
 VIEWS = {"frames": tables.FRAMES, "objects": tables.OBJECTS, "events": tables.EVENTS}
-BATCH_PARTITIONING = pads.partitioning(pa.schema([("batch", pa.string())]), flavor="hive")
 
 # What ``vario.ingest`` writes: a real dataset version's rows (the frames and objects tables'
 # columns that real data has, plus where each row came from in the COCO file) and a model's
@@ -213,13 +215,16 @@ def _remote_dataset(
     takes the first file's schema (dropping the others' columns, or failing on them). Every
     file's footer is read, as DuckDB's ``union_by_name`` does; a column a file lacks reads as
     NULL, and ``batch`` is a string whatever the batch's name looks like."""
+    import pyarrow.dataset as pads  # here: it imports pandas (0.3 s at every load)
+
     filesystem, base = remote
+    partitioning = pads.partitioning(pa.schema([("batch", pa.string())]), flavor="hive")
     factory = pads.FileSystemDatasetFactory(
         filesystem,
         files,
         pads.ParquetFileFormat(),
         pads.FileSystemFactoryOptions(
-            partition_base_dir=f"{base}/tables/{name}", partitioning=BATCH_PARTITIONING
+            partition_base_dir=f"{base}/tables/{name}", partitioning=partitioning
         ),
     )
     return factory.finish(factory.inspect(promote_options="permissive", fragments=None))

@@ -26,7 +26,7 @@ from generators.labels.coco import coco_dataset
 from generators.labels.frame_labels import frame_labels
 from generators.labels.video import VideoEncoder
 from generators.render import isolation
-from generators.render.base import ISOLATED_RENDERERS, FrameImages
+from generators.render.base import ISOLATED_RENDERERS, FrameImages, renderer_notes
 from generators.render.select import make_renderer
 from generators.scene.catalog import default_catalog, refresh, user_catalog_dir
 from generators.scene.description import Scene
@@ -166,6 +166,18 @@ def _write_frame(
     return time.perf_counter() - started, hashlib.sha256(rgb).hexdigest()
 
 
+def _drawn(scene: Scene) -> dict:
+    """The ``jobs`` columns of what the domain randomizers drew (``Scene.randomization``)."""
+    drawn = scene.randomization
+    if not drawn:
+        return {}
+    return {
+        "background_kind": drawn.get("background", {}).get("kind"),
+        "light_count": len(drawn["lights"]) if "lights" in drawn else None,
+        "randomization": json.dumps(drawn, sort_keys=True),
+    }
+
+
 def _event_rows(scene: Scene, trajectory: Trajectory) -> list[dict]:
     instance = {}
     for i, obj in enumerate(o for o in scene.objects if o.labelled):
@@ -273,6 +285,7 @@ def run_job(
             error=None,
             archive=path.name,
             **seconds,
+            **_drawn(scene),
         )
         jobs = pa.Table.from_pylist([row], tables.jobs_schema(type(params)))
         info = {"generator": generator.name, "version": generator.version, "job_id": jid}
@@ -292,6 +305,7 @@ def run_job(
             "seed": seed,
             "renderer": getattr(params, "renderer", "tiny"),
             "render_backend": renderer.backend,
+            "renderer_notes": renderer_notes(scene, renderer.backend),  # what it left out
             "catalog_hash": catalog.content_hash,  # in the job id too
             "params": params.model_dump(mode="json"),
             "versions": {p: version(p) for p in ("vario", "pybullet", "pycocotools")},

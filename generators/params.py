@@ -123,6 +123,13 @@ class ParamDoc:
 
 
 def _allowed(schema: dict) -> str:
+    if "anyOf" in schema:  # an optional value: its type's bounds, or null
+        options = [_allowed(s) for s in schema["anyOf"] if s.get("type") != "null"]
+        if "any" in options:
+            return "any"
+        return " or ".join(options + ["null"] * (len(options) < len(schema["anyOf"])))
+    if schema.get("type") == "string" and "maxLength" in schema:
+        return f"text of at most {schema['maxLength']} characters"
     if "enum" in schema:
         return "one of " + ", ".join(json.dumps(v) for v in schema["enum"])
     if schema.get("type") == "boolean":
@@ -142,6 +149,9 @@ def _allowed(schema: dict) -> str:
 
 
 def _type_name(schema: dict) -> str:
+    if "anyOf" in schema:
+        names = [_type_name(s) for s in schema["anyOf"] if s.get("type") != "null"]
+        return " | ".join(names + ["None"] * (len(names) < len(schema["anyOf"])))
     if schema.get("type") == "array":
         return f"list[{_type_name(schema.get('items', {}))}]"
     if "enum" in schema:

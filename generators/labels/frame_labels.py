@@ -11,13 +11,15 @@ than its far side; occlusion = occluded / (visible + occluded).
 
 from __future__ import annotations
 
+import colorsys
+
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from generators.render.base import FrameImages
 from generators.scene.catalog import AssetEntry, Catalog
-from generators.scene.description import Camera, Scene
+from generators.scene.description import Camera, Material, Scene
 from generators.scene.geometry import box_corners, project, rotation, world_to_camera
 from generators.sim.physics import Trajectory
 
@@ -188,6 +190,7 @@ def frame_labels(
                 "occlusion": occlusion,
                 "truncation": truncation,
                 "mask_rle": rle["counts"],
+                **looks(obj.material),
             }
         )
     frame_row = {
@@ -214,3 +217,17 @@ def frame_labels(
         "n_objects": len(rows),
     }
     return frame_row, rows
+
+
+def looks(material: Material) -> dict:
+    """The ``objects`` columns that say how an object looks (docs/conventions.md)."""
+    red, green, blue = material.color[:3]
+    hue = colorsys.rgb_to_hsv(red, green, blue)[0] * 360
+    hexa = "#" + "".join(f"{round(min(max(c, 0.0), 1.0) * 255):02x}" for c in (red, green, blue))
+    return {
+        "texture_kind": material.texture_kind,
+        "color": hexa,
+        "hue": hue,
+        "roughness": material.roughness,
+        "metallic": material.metallic,
+    }

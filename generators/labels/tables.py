@@ -35,6 +35,11 @@ JOBS_COMMON = pa.schema(
         pa.field("status", pa.string()),
         pa.field("error", pa.string()),
         pa.field("archive", pa.string()),
+        # what the domain randomizers drew (generators.randomize): the main draws typed,
+        # every draw in ``randomization`` (JSON); null for a generator without them
+        pa.field("background_kind", pa.string()),
+        pa.field("light_count", pa.int32()),
+        pa.field("randomization", pa.string()),
     ]
 )
 
@@ -63,6 +68,10 @@ OBJECTS = pa.schema(
     + [pa.field("visible_pixels", pa.int64())]
     + [pa.field("occlusion", pa.float32()), pa.field("truncation", pa.float32())]
     + [pa.field("mask_rle", pa.string())]
+    # the object's looks: texture kind (``Material.texture_kind``), base colour as sRGB hex
+    # ``#rrggbb`` with its hue in degrees, and the material's roughness and metallic
+    + [pa.field(n, pa.string()) for n in ("texture_kind", "color")]
+    + [pa.field(n, pa.float32()) for n in ("hue", "roughness", "metallic")]
 )
 
 EVENTS = pa.schema(

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, Field, WithJsonSchema
 
 from generators.contract.domain import Domain
 from generators.contract.generator import Generator
+from generators.randomize.sensor import SensorParams
 from generators.render.base import ClipParams
 from generators.scene.catalog import (
     DISTRACTOR,
@@ -60,7 +61,7 @@ TABLE_TEXTURES = {
 }
 
 
-class TabletopParams(ClipParams):
+class TabletopParams(ClipParams, SensorParams):
     # semantic
     n_objects: int = Field(4, ge=1, le=20, description="Objects of interest dropped on the table.")
     categories: list[Category] = Field(
@@ -118,9 +119,6 @@ class TabletopParams(ClipParams):
     )
     shake: float = Field(
         1.5, ge=0, le=10, description="Handheld: amplitude of the camera's wobble, deg."
-    )
-    sensor_noise: float = Field(
-        0.0, ge=0, le=0.2, description="Std of Gaussian pixel noise, in [0, 1] intensity."
     )
     # frames (the rest as ClipParams has them)
     start_time: float = Field(

@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from generators.params import GeneratorParams
+from generators.scene.description import Material, Scene
 
 # Renderers that run in a worker process of their own (Blender keeps memory and can crash).
 ISOLATED_RENDERERS = frozenset({"cycles"})
@@ -35,6 +36,39 @@ class Renderer(Protocol):
     def render_frame(self, frame: int) -> FrameImages: ...
 
     def close(self) -> None: ...
+
+
+def backdrop(scene: Scene) -> np.ndarray | None:
+    """The scene's background image at the camera's size (uint8 sRGB), or None without one.
+    Every renderer shows it where no surface is hit, as a camera-facing backdrop at infinity
+    (unlit, unblurred): the same pixels whatever draws the scene."""
+    if scene.background_image is None:
+        return None
+    import cv2
+
+    image = cv2.imread(scene.background_image, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"background image {scene.background_image}: not readable")
+    size = (scene.camera.width, scene.camera.height)
+    return np.ascontiguousarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA)[..., ::-1])
+
+
+def renderer_notes(scene: Scene, backend: str) -> list[str]:
+    """What the renderer ``backend`` leaves out of ``scene``: the job's description records
+    it, so no setting is dropped silently. PyBullet's renderers draw one directional light
+    and a material's colour and texture only; Cycles draws everything the scene says."""
+    if not backend.startswith("pybullet"):
+        return []
+    notes = []
+    if len(scene.lights) > 1:
+        notes.append(f"lights: only the first of {len(scene.lights)} is drawn")
+    if scene.lights and scene.lights[0].kind != "sun":
+        notes.append(f"lights: the first ({scene.lights[0].kind}) is drawn as a sun")
+    default = Material()
+    for name in ("roughness", "metallic", "specular"):
+        if any(getattr(o.material, name) != getattr(default, name) for o in scene.objects):
+            notes.append(f"materials: {name} is not drawn")
+    return notes
 
 
 class RenderParams(GeneratorParams):

@@ -19,10 +19,10 @@ import numpy as np
 from kubric.renderer.blender import Blender
 from scipy.spatial.transform import Rotation
 
-from generators.render.base import FrameImages, RenderParams
+from generators.render.base import FrameImages, RenderParams, backdrop
 from generators.render.kubric_compat import VarioMaterial, VarioMesh, repair_render_passes
 from generators.scene.catalog import Catalog
-from generators.scene.description import Scene
+from generators.scene.description import Light, Scene
 from generators.scene.geometry import quat_wxyz, rotation
 from generators.sim.physics import Trajectory
 
@@ -79,6 +79,32 @@ def configure_device(settings: RenderParams) -> None:
     scene.view_settings.view_transform = "Standard"  # colours as given, like the fast renderer
 
 
+def _light(light: Light) -> kb.Light:
+    """The scene's light as Kubric's: a sun, a point light or a square area light. A white
+    surface facing a sun gets ``diffuse * intensity``, as in PyBullet; a point or area light
+    gives the same at one metre (watts scale with the square of distance)."""
+    color = kb.Color(*light.color)
+    strength = math.pi * light.diffuse * light.intensity
+    if light.kind == "sun":
+        return kb.DirectionalLight(
+            color=color,
+            intensity=strength,
+            position=tuple(5 * np.asarray(light.direction)),
+            look_at=(0, 0, 0),
+        )
+    watts = 4 * math.pi * strength  # radiant power that gives ``strength`` at one metre
+    if light.kind == "point":
+        return kb.PointLight(color=color, intensity=watts, position=light.position)
+    return kb.RectAreaLight(
+        color=color,
+        intensity=watts,
+        width=light.size,
+        height=light.size,
+        position=light.position,
+        look_at=(0, 0, 0),
+    )
+
+
 class CyclesRenderer:
     def __init__(
         self, scene: Scene, catalog: Catalog, trajectory: Trajectory, settings: RenderParams
@@ -119,18 +145,13 @@ class CyclesRenderer:
             camera.keyframe_insert("position", frame + 1)
             camera.keyframe_insert("quaternion", frame + 1)
         for light in scene.lights:
-            sun = kb.DirectionalLight(
-                color=kb.Color(*light.color),
-                # a white surface facing the light gets diffuse * intensity, as in PyBullet
-                intensity=math.pi * light.diffuse * light.intensity,
-                position=tuple(5 * np.asarray(light.direction)),
-                look_at=(0, 0, 0),
-            )
-            kscene += sun
-            sun.linked_objects[self.blender].data.use_shadow = light.shadows
+            lamp = _light(light)
+            kscene += lamp
+            lamp.linked_objects[self.blender].data.use_shadow = light.shadows
         ambient = scene.lights[0].ambient if scene.lights else 0.3
         kscene.ambient_illumination = kb.Color(ambient, ambient, ambient)
         kscene.background = kb.Color(*scene.background)
+        self._backdrop = backdrop(scene)
         labelled = []
         for i, obj in enumerate(scene.objects):
             entry = catalog[obj.asset_id]
@@ -146,6 +167,7 @@ class CyclesRenderer:
                     texture=obj.material.texture,
                     roughness=obj.material.roughness,
                     metallic=obj.material.metallic,
+                    specular=obj.material.specular,
                 ),
             )
             kscene += mesh
@@ -181,6 +203,9 @@ class CyclesRenderer:
             "backward_flow": -out["backward_flow"][0][..., ::-1].astype(np.float32),
         }
         rgb = np.ascontiguousarray(out["rgba"][0, ..., :3])
+        if self._backdrop is not None:  # where nothing is hit, as the fast renderer does
+            empty = ~np.isfinite(depth)
+            rgb[empty] = self._backdrop[empty]
         return FrameImages(rgb, instances, depth, dense)
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from generators.render.base import FrameImages
+from generators.render.base import FrameImages, backdrop
 from generators.scene.catalog import Catalog
 from generators.scene.description import Scene
 from generators.scene.geometry import opengl_view_matrix, to_pybullet_quat
@@ -170,7 +170,8 @@ class TinyRenderer:
                 texture = prefiltered_texture(obj.material.texture, texels)
                 bullet.apply_texture(self.client, body, texture, textures)
             self.bodies.append(body)
-        self._background = srgb_bytes(scene.background)
+        image = backdrop(scene)
+        self._background = srgb_bytes(scene.background) if image is None else image
         # body unique id + 1 -> instance id (labelled objects are 1..N in scene order)
         self._instance_of = np.zeros(max(self.bodies) + 2, np.uint16)
         labelled = [b for b, o in zip(self.bodies, scene.objects, strict=True) if o.labelled]
@@ -200,7 +201,8 @@ class TinyRenderer:
         )
         rgb = np.asarray(rgba, np.uint8).reshape(cam.height, cam.width, 4)[..., :3].copy()
         seg = np.asarray(seg, np.int32).reshape(cam.height, cam.width)
-        rgb[seg < 0] = self._background  # where no body is: the world, as Cycles shows it
+        empty = seg < 0  # where no body is: the world, as Cycles shows it
+        rgb[empty] = self._background if self._background.ndim == 1 else self._background[empty]
         buffer = np.asarray(buffer, np.float32).reshape(cam.height, cam.width)
         depth = cam.far * cam.near / (cam.far - (cam.far - cam.near) * buffer)
         depth[seg < 0] = np.inf

@@ -8,6 +8,7 @@ Units and frames follow docs/conventions.md (metres, seconds, Z up, quaternions 
 from __future__ import annotations
 
 import math
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -22,12 +23,19 @@ class _Plain(BaseModel):
 
 
 class Material(_Plain):
-    """Principled-BSDF style; PyBullet's renderer shows only ``color`` and ``texture``."""
+    """Principled-BSDF style; PyBullet's renderer shows only ``color`` and ``texture`` (its
+    description says so when a scene sets the others: ``render.base.renderer_notes``)."""
 
     color: RGBA = (1.0, 1.0, 1.0, 1.0)
     texture: str | None = Field(None, description="Image file mapped with the mesh's UVs.")
+    texture_kind: str | None = Field(
+        None,
+        description="What the texture is, for the label tables: 'asset' (the catalog's own), "
+        "'library', a procedural kind (checker, perlin...) or 'image'; None without one.",
+    )
     roughness: float = Field(0.5, ge=0, le=1)
     metallic: float = Field(0.0, ge=0, le=1)
+    specular: float = Field(0.5, ge=0, le=1)
 
 
 class SceneObject(_Plain):
@@ -53,9 +61,15 @@ class SceneObject(_Plain):
 
 
 class Light(_Plain):
-    """A directional light. ``direction`` points from the scene towards the light."""
+    """A light. ``direction`` points from the scene towards the light. A ``sun`` is
+    directional; a ``point`` or ``area`` light sits at ``position`` (an area light is a
+    square of ``size`` metres facing the scene). PyBullet's renderer draws one directional
+    light, the first (``render.base.renderer_notes`` records what it leaves out)."""
 
     direction: Vec3
+    kind: Literal["sun", "point", "area"] = "sun"
+    position: Vec3 | None = Field(None, description="Where a point or area light is, m.")
+    size: float = Field(0.0, ge=0, description="An area light's side, m.")
     color: RGB = (1.0, 1.0, 1.0)
     intensity: float = 1.0
     ambient: float = 0.4
@@ -99,6 +113,16 @@ class Scene(_Plain):
     )
     background: Vec3 = Field(
         (0.05, 0.05, 0.05), description="Linear RGB of the world behind everything, in [0, 1]."
+    )
+    background_image: str | None = Field(
+        None,
+        description="An sRGB image shown behind everything instead of ``background``, "
+        "stretched over the whole frame (as a camera-facing backdrop).",
+    )
+    randomization: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What the domain randomizers drew for the job (generators.randomize): "
+        "recorded in the job's description and, for the main draws, its label tables.",
     )
     frame_count: int = Field(1, ge=1)
     frame_rate: int = Field(24, ge=1)

@@ -1,0 +1,171 @@
+"""Domain randomization (generators.randomize) through the ``clutter`` generator: each
+randomizer changes exactly what it says, draws from its own stream, is recorded in the
+tables and the job's description, and refuses bad ranges and folders before any work."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+from pydantic import ValidationError
+
+from generators.library.clutter import ClutterGenerator, ClutterParams
+from generators.params import field_schemas
+from generators.randomize.background import BackgroundParams
+from generators.randomize.camera import CameraParams
+from generators.randomize.lights import LightParams
+from generators.randomize.surfaces import MaterialParams, TextureParams
+
+SEED = 11
+TINY = {"resolution": 64, "n_objects": 4, "flying_distractors_min": 3}
+LABELS = ["instance_id", "category", "box_x_min", "box_y_min", "box_x_max", "box_y_max"]
+LABELS += ["mask_rle", "x", "y", "z", "qw", "qx", "qy", "qz", "occlusion", "truncation"]
+
+
+def _scene(**overrides):
+    return ClutterGenerator().build_scene(ClutterParams(**{**TINY, **overrides}), SEED)
+
+
+def _job(tmp_path, name, **overrides):
+    """A rendered job: its tables and its first frame's RGB and instance images."""
+    params = ClutterParams(**{**TINY, **overrides})
+    result = ClutterGenerator().run(params, SEED, tmp_path / name)
+    with zipfile.ZipFile(result.archive) as archive:
+        rgb = np.asarray(Image.open(io.BytesIO(archive.read("rgb/00000.png"))))
+        ids = np.asarray(Image.open(io.BytesIO(archive.read("segmentation/00000.png"))))
+        description = json.loads(archive.read("job.json"))
+    return result, rgb.astype(int), ids, description
+
+
+def _labels(result) -> list[dict]:
+    return result.objects.select(LABELS).to_pylist()
+
+
+def test_every_randomizer_parameter_is_typed_ranged_and_described():
+    schemas = field_schemas(ClutterParams)
+    for model in (TextureParams, MaterialParams, LightParams, CameraParams, BackgroundParams):
+        for name in model.model_fields:
+            assert schemas[name].get("description"), name
+    for name in ("light_count_min", "fov_max", "roughness_max", "flying_distractors_max"):
+        assert "minimum" in schemas[name] and "maximum" in schemas[name], name
+    assert set(schemas["background_kinds"]["items"]["enum"]) >= {"plain", "perlin", "image"}
+    nuisance = set(ClutterGenerator.domain.nuisance)
+    assert {"light_count_max", "background_kinds", "texture_kinds", "fov_min"} <= nuisance
+
+
+def test_textures_change_object_pixels_not_masks_or_boxes(tmp_path):
+    plain, plain_rgb, plain_ids, _ = _job(tmp_path, "plain", texture_share=0.0)
+    drawn, drawn_rgb, drawn_ids, _ = _job(tmp_path, "drawn", texture_share=1.0)
+    assert _labels(plain) == _labels(drawn)
+    assert (plain_ids == drawn_ids).all()
+    on_objects = plain_ids > 0
+    assert on_objects.sum() > 50
+    assert (plain_rgb[on_objects] != drawn_rgb[on_objects]).any(axis=-1).mean() > 0.3
+    kinds = set(drawn.objects.column("texture_kind").to_pylist())
+    assert kinds and kinds <= set(TextureParams().texture_kinds)
+
+
+def test_background_changes_only_pixels_outside_every_object(tmp_path):
+    plain, plain_rgb, plain_ids, _ = _job(tmp_path, "plain", background_kinds=["plain"])
+    pattern, pattern_rgb, pattern_ids, _ = _job(tmp_path, "checker", background_kinds=["checker"])
+    assert _labels(plain) == _labels(pattern)
+    changed = (plain_rgb != pattern_rgb).any(axis=-1)
+    assert changed.sum() > 100
+    assert not (changed & (plain_ids > 0)).any()  # never a pixel of an object of interest
+    assert plain.jobs.column("background_kind").to_pylist() == ["plain"]
+    assert pattern.jobs.column("background_kind").to_pylist() == ["checker"]
+
+
+def test_lights_change_brightness_and_nothing_in_the_labels(tmp_path):
+    dim, dim_rgb, _, _ = _job(tmp_path, "dim", light_intensity_min=0.2, light_intensity_max=0.3)
+    bright, bright_rgb, _, _ = _job(
+        tmp_path, "bright", light_intensity_min=2.5, light_intensity_max=3.0
+    )
+    assert _labels(dim) == _labels(bright)
+    assert bright_rgb.mean() > dim_rgb.mean() + 5
+    assert dim.jobs.column("light_count")[0].as_py() >= 1
+
+
+def _agree(a, b) -> bool:
+    """Two records of one randomizer agree on what both drew: per object (a dict by name)
+    or per light or distractor (a list, the first ones drawn the same whatever the count)."""
+    if isinstance(a, dict) and isinstance(b, dict) and "kind" not in a:
+        return all(a[k] == b[k] for k in a.keys() & b.keys())
+    if isinstance(a, list) and isinstance(b, list):
+        return a[: len(b)] == b[: len(a)]
+    return a == b
+
+
+def test_changing_one_range_leaves_poses_and_other_draws_alone():
+    base = _scene()
+    for change in ({"fov_min": 20.0, "fov_max": 25.0}, {"light_count_max": 8}, {
+        "texture_scale_min": 30.0, "texture_scale_max": 40.0
+    }, {"background_kinds": ["voronoi"]}, {"flying_distractors_max": 20}):  # fmt: skip
+        other = _scene(**change)
+        poses = [(o.position, o.quaternion) for o in base.objects if o.labelled]
+        assert poses == [(o.position, o.quaternion) for o in other.objects if o.labelled]
+        changed = {
+            name
+            for name in base.randomization.keys() | other.randomization.keys()
+            if not _agree(base.randomization.get(name), other.randomization.get(name))
+        }
+        assert len(changed) <= 1, (change, changed)
+    # adding distractors adds draws: the first ones stay as they were
+    more = _scene(flying_distractors_min=6, flying_distractors_max=6)
+    fewer = _scene(flying_distractors_min=3, flying_distractors_max=3)
+    assert more.randomization["distractors"][:3] == fewer.randomization["distractors"]
+
+
+def test_same_seed_same_images_and_draws_recorded(tmp_path):
+    first, first_rgb, _, description = _job(tmp_path, "a")
+    again, again_rgb, _, _ = _job(tmp_path, "b")
+    assert (first_rgb == again_rgb).all()
+    assert description["scene"]["randomization"].keys() >= {
+        "camera", "lights", "background", "textures", "materials", "distractors"
+    }  # fmt: skip
+    recorded = json.loads(first.jobs.column("randomization")[0].as_py())
+    assert recorded == description["scene"]["randomization"]
+    row = first.objects.to_pylist()[0]
+    assert row["color"].startswith("#") and 0 <= row["hue"] <= 360
+    assert 0 <= row["roughness"] <= 1
+    # the fast renderer says what it could not draw
+    notes = description["renderer_notes"]
+    assert any("roughness" in n for n in notes)
+    assert isinstance(first.jobs, pa.Table)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"light_count_min": 4, "light_count_max": 2}, "light_count_min"),
+        ({"fov_min": 60, "fov_max": 40}, "fov_min"),
+        ({"flying_distractors_max": 51}, "flying_distractors_max"),
+        ({"texture_kinds": ["image"]}, "texture_folder"),
+        ({"background_kinds": ["bricks"]}, "background_kinds"),
+    ],
+)
+def test_bad_ranges_are_parameter_errors(overrides, field):
+    with pytest.raises(ValidationError) as error:
+        ClutterParams(**{**TINY, **overrides})
+    assert field in str(error.value)
+
+
+def test_a_folder_must_hold_readable_images(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValidationError, match="background_folder"):
+        ClutterParams(background_kinds=["image"], background_folder=str(empty))
+    with pytest.raises(ValidationError, match="texture_folder"):
+        ClutterParams(texture_kinds=["image"], texture_folder=str(tmp_path / "missing"))
+    good = tmp_path / "good"
+    good.mkdir()
+    Image.fromarray(np.full((40, 60, 3), (200, 30, 30), np.uint8)).save(good / "red.png")
+    params = ClutterParams(**TINY, background_kinds=["image"], background_folder=str(good))
+    scene = ClutterGenerator().build_scene(params, SEED)
+    assert scene.randomization["background"]["kind"] == "image"
+    assert scene.background_image is not None

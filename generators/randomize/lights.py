@@ -29,6 +29,8 @@ class LightParams(BaseModel):
     light_distance_max: float = Field(
         4.0, ge=0.3, le=10, description="Farthest a point or area light is from the target, m."
     )
+    light_azimuth_min: float = Field(0.0, ge=0, le=360, description="Least light azimuth, deg.")
+    light_azimuth_max: float = Field(360.0, ge=0, le=360, description="Most light azimuth, deg.")
     light_elevation_min: float = Field(
         20.0, ge=-30, le=90, description="Lowest light elevation above the target, deg."
     )
@@ -49,8 +51,8 @@ class LightParams(BaseModel):
     @model_validator(mode="after")
     def _light_ranges(self) -> LightParams:
         check_range(
-            self, "light_count", "light_distance", "light_elevation", "light_intensity",
-            "light_temperature",
+            self, "light_count", "light_distance", "light_azimuth", "light_elevation",
+            "light_intensity", "light_temperature",
         )  # fmt: skip
         return self
 
@@ -63,7 +65,7 @@ def randomize_lights(scene: Scene, params: LightParams, seed: int, target=(0, 0,
         rng = stream(seed, "lights", str(i))
         values = {
             "kind": str(rng.choice(params.light_kinds)),
-            "azimuth": float(rng.uniform(0, 360)),
+            "azimuth": float(rng.uniform(params.light_azimuth_min, params.light_azimuth_max)),
             "elevation": float(rng.uniform(params.light_elevation_min, params.light_elevation_max)),
             "distance": float(rng.uniform(params.light_distance_min, params.light_distance_max)),
             "intensity": float(rng.uniform(params.light_intensity_min, params.light_intensity_max)),

@@ -19,9 +19,10 @@ from generators.randomize.streams import check_range, stream
 from generators.randomize.textures import TEXTURE_KINDS, draw_texture, image_folder, texture_file
 from generators.scene.catalog import DISTRACTOR
 from generators.scene.description import Scene, SceneObject
+from generators.settings import settings
 
 TextureKind = Literal[TEXTURE_KINDS]  # type: ignore[valid-type]
-TEXTURE_SIZE = 256  # pixels of a drawn texture file's side
+TEXTURE_SIZE = 128  # pixels of a drawn texture file's side: a small object needs no more
 
 
 def folder_images(folder: str | None) -> tuple[Path, ...]:
@@ -113,6 +114,7 @@ def randomize_textures(scene: Scene, params: TextureParams, seed: int) -> Scene:
     """Each targeted object, with probability ``texture_share``, gets a drawn texture
     (its colour then white, so the texture shows as drawn)."""
     images = folder_images(params.texture_folder)
+    cache = settings().cache_dir  # read once: the settings come from the environment
     drawn, objects = {}, []
     for obj in scene.objects:
         rng = stream(seed, "textures", obj.name)
@@ -128,7 +130,7 @@ def randomize_textures(scene: Scene, params: TextureParams, seed: int) -> Scene:
             material = obj.material.model_copy(
                 update={
                     "color": (1.0, 1.0, 1.0, obj.material.color[3]),
-                    "texture": str(texture_file(draw, TEXTURE_SIZE)),
+                    "texture": str(texture_file(draw, TEXTURE_SIZE, cache)),
                     "texture_kind": draw.kind,
                 }
             )

@@ -10,8 +10,9 @@ Images from a user's folder are checked from their headers (``check_image``) bef
 decodes them: a huge or mislabelled file is a parameter error when a batch is set up, not a
 render worker that runs out of memory in the middle of one.
 
-The noise patterns hash their lattice with a permutation of ``_PERIOD`` cells (Perlin 1985),
-so their memory does not grow with ``scale`` and any rotation shows the same kind of pattern.
+The noise patterns give each point of an unbounded lattice its random values by hashing it
+through a permutation (Perlin 1985), so any scale and any rotation find random values wherever
+the image falls; the pattern repeats only every ``_PERIOD`` cells.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ PROCEDURAL_KINDS = TEXTURE_KINDS[:-1]  # everything but "image"
 MAX_IMAGE_PIXELS = 40_000_000  # a folder image larger than this is refused before decoding
 MAX_FOLDER_IMAGES = 10_000  # more image files than this in a folder is refused
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_SUFFIXES = (".png", ".jpg", ".jpeg")
 # "MPO" is how Pillow names the JPEGs many phone cameras write (a JPEG with a second image).
 _FORMATS = ("PNG", "JPEG", "MPO")
 _PERIOD = 256  # lattice cells before a noise pattern repeats (a power of two)
@@ -132,8 +133,9 @@ def _check_kinds(kinds: Sequence[str], images: Sequence[Path]) -> None:
 
 def _check_range(name: str, bounds: tuple[float, float], least: float = -math.inf) -> None:
     low, high = bounds
-    if not least <= low <= high:
-        raise ValueError(f"{name} range must be low <= high, from at least {least}: {bounds}")
+    if not least <= low <= high:  # NaN fails too
+        floor = f", low at least {least}" if least > -math.inf else ""
+        raise ValueError(f"{name} range must be (low, high) with low <= high{floor}: {bounds}")
 
 
 def _index(uniform: float, count: int) -> int:
@@ -196,7 +198,7 @@ def _to_uint8(rgb: np.ndarray) -> np.ndarray:
 
 
 def _flat(draw: TextureDraw, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    return np.broadcast_to(np.asarray(draw.color), (*u.shape, 3))
+    return _blend(draw, np.zeros_like(u))
 
 
 def _checker(draw: TextureDraw, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -232,7 +234,8 @@ def _perlin(draw: TextureDraw, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         total += 0.5**octave * _gradient_noise(
             _lattice(u * 2**octave, v * 2**octave), permutation, angles
         )
-    # one octave lies within +-0.71 and mostly within +-0.35: spread it over the two colours
+    # the octaves' sum lies mostly within +-0.5: about 0.5, it spans the two colours (some
+    # 2 % of the pixels at each end are clipped to one colour)
     return _blend(draw, np.clip(0.5 + total, 0.0, 1.0))
 
 
@@ -260,7 +263,7 @@ def _voronoi(draw: TextureDraw, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     lattice = _lattice(u, v)
     jx, jy, shade = (lattice.table(permutation, values) for values in (*jitter, shades))
 
-    def point(dx: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def point(dx: np.ndarray | int, dy: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
         """Where the point of the cell (dx, dy) away lies, from the pixel."""
         return dx + lattice.at(jx, dx, dy) - lattice.fx, dy + lattice.at(jy, dx, dy) - lattice.fy
 
@@ -351,20 +354,23 @@ def _image_pixels(draw: TextureDraw, width: int, height: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(crop, turns))
 
 
-def texture_file(draw: TextureDraw, size: int = 256) -> Path:
-    """The texture as a ``size`` x ``size`` PNG in the cache folder
-    (``<cache_dir>/textures/drawn/<digest>.png``), written once and then reused.
+def texture_file(draw: TextureDraw, size: int = 256, cache: Path | None = None) -> Path:
+    """The texture as a ``size`` x ``size`` PNG in the cache folder ``cache`` (default the
+    settings' ``cache_dir``; a scene of many textures reads the settings once and passes it)
+    as ``<cache>/textures/drawn/<digest>.png``, written once and then reused.
 
     It is written under a temporary name in the same folder and then renamed into place, so
-    concurrent workers drawing the same texture never read a half-written file.
+    concurrent workers drawing the same texture never read a half-written file. PNG's
+    fastest compression: a drawn texture is written once per draw and read once.
     """
-    target = settings().cache_dir / "textures" / "drawn" / f"{_digest(draw, size)}.png"
+    cache = settings().cache_dir if cache is None else cache
+    target = cache / "textures" / "drawn" / f"{_digest(draw, size)}.png"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial.png")
     try:
-        Image.fromarray(texture_pixels(draw, size)).save(partial, format="PNG")
+        Image.fromarray(texture_pixels(draw, size)).save(partial, format="PNG", compress_level=1)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
@@ -406,7 +412,7 @@ def image_folder(folder: Path | str) -> tuple[Path, ...]:
 def _image_files(root: Path) -> list[Path]:
     found = []
     for entry in root.iterdir():
-        if entry.name.startswith(".") or entry.suffix.lower() not in IMAGE_SUFFIXES:
+        if entry.name.startswith(".") or entry.suffix.lower() not in _SUFFIXES:
             continue
         if _inside(entry, root):
             found.append(entry)

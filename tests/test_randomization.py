@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import build_batch
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pydantic import ValidationError
@@ -21,6 +26,7 @@ from generators.randomize.background import BackgroundParams
 from generators.randomize.camera import CameraParams
 from generators.randomize.lights import LightParams
 from generators.randomize.surfaces import MaterialParams, TextureParams
+from vario.quality import checks as quality
 
 SEED = 11
 TINY = {"resolution": 64, "n_objects": 4, "flying_distractors_min": 3}
@@ -195,3 +201,81 @@ def test_cycles_draws_the_randomized_scene_with_the_fast_renderers_masks(tmp_pat
         assert iou >= 0.9 or row["visible_pixels"] < 40, (instance, iou)
         checked += row["visible_pixels"] >= 40
     assert checked >= 2
+
+
+def test_a_background_tied_to_the_category_fails_bias_naming_the_pair(tmp_path):
+    """The bias hold: each category shown only in front of its own background kind."""
+    jobs = [
+        {"categories": [category], "background_kinds": [kind], "n_objects": 2}
+        for category, kind in (("duck", "checker"), ("mug", "perlin"), ("torus", "plain"))
+        for _ in range(6)
+    ]
+    spec = {
+        "name": "tied",
+        "generator": "clutter",
+        "seed": 5,
+        "shard_size": 18,
+        "fixed": {"resolution": 64, "flying_distractors_max": 0},
+        "jobs": jobs,
+    }
+    storage = build_batch(tmp_path, spec)
+    results = {r.name: r for r in quality.run_checks(storage.store, "tied")}
+    bias = results["bias"]
+    assert not bias.passed and bias.severity == "ERROR"
+    assert "background_kind predicts category: Cramér's V" in bias.message
+    pair = next(p for p in bias.metadata["pairs"] if p["nuisance"] == "background_kind")
+    assert pair["target"] == "category" and pair["cramers_v"] > 0.8
+
+
+def test_a_sobol_batch_over_randomizers_reports_their_coverage(tmp_path):
+    spec = {
+        "name": "randomized",
+        "generator": "clutter",
+        "seed": 9,
+        "shard_size": 16,
+        "fixed": {"resolution": 64, "n_objects": 3, "flying_distractors_max": 2},
+        "sampler": {
+            "kind": "sobol",
+            "count": 16,
+            "ranges": {  # each over its whole declared range
+                "texture_share": [0.0, 1.0],
+                "look_jitter": [0.0, 0.1],
+                "roll_max": [0.0, 180.0],
+                "background_saturation_max": [0.0, 1.0],
+            },
+        },
+    }
+    storage = build_batch(tmp_path, spec)
+    coverage = {r.name: r for r in quality.run_checks(storage.store, "randomized")}["coverage"]
+    for dimension in ("texture_share", "look_jitter", "roll_max", "background_saturation_max"):
+        assert sum(coverage.metadata[dimension]) == 16, dimension
+    assert set(coverage.metadata["background_kind"]) >= {"plain", "checker"}
+    assert sum(coverage.metadata["light_count"].values()) == 16
+    assert coverage.metadata["discrepancy"]["ratio"] < 1.0
+
+
+def test_the_randomized_template_runs_with_vario_batch_run_and_tests_its_dimensions(tmp_path):
+    env = {
+        **os.environ,
+        "VARIO_DATA_DIR": str(tmp_path / "data"),
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "VARIO_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    spec = Path(__file__).resolve().parents[1] / "batch_templates" / "randomized.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster_project.cli", "batch", "run", str(spec), "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    recorded = json.loads((tmp_path / "data" / "batches" / "randomized" / "tests.json").read_text())
+    coverage = next(r for r in recorded["results"] if r["name"] == "coverage")
+    assert coverage["passed"], coverage["message"]
+    for dimension in ("texture_share", "look_jitter", "roll_max", "background_saturation_max"):
+        assert sum(coverage["metadata"][dimension]) == 16
+    assert len(coverage["metadata"]["background_kind"]) >= 3
+    bias = next(r for r in recorded["results"] if r["name"] == "bias")
+    tested = {p["nuisance"] for p in bias["metadata"]["pairs"]}
+    assert {"background_kind", "light_count", "texture_share"} <= tested

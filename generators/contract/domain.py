@@ -26,6 +26,9 @@ class Domain:
     semantic: tuple[str, ...]
     nuisance: tuple[str, ...]
     targets: tuple[str, ...] = ("category", "visibility", "objects_per_frame")
+    # nuisance factors drawn per job by the domain randomizers and recorded as ``jobs``
+    # columns (``background_kind``, ``light_count``): tested like varied nuisance parameters
+    drawn: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.targets) - set(TARGETS)

@@ -80,6 +80,7 @@ class ClutterGenerator(Generator):
     domain = Domain(
         semantic=("n_objects", "categories", "spread"),
         nuisance=tuple(name for model in _RANDOMIZED for name in model.model_fields),
+        drawn=("background_kind", "light_count"),
     )
 
     def build_scene(self, params: ClutterParams, seed: int) -> Scene:

@@ -29,7 +29,7 @@ class CameraParams(BaseModel):
     camera_azimuth_min: float = Field(0.0, ge=0, le=360, description="Least azimuth, deg.")
     camera_azimuth_max: float = Field(360.0, ge=0, le=360, description="Most azimuth, deg.")
     look_jitter: float = Field(
-        0.03, ge=0, le=0.5, description="Largest offset of the look-at point from the target, m."
+        0.03, ge=0, le=0.1, description="Largest offset of the look-at point from the target, m."
     )
     roll_max: float = Field(
         15.0, ge=0, le=180, description="Largest camera roll about its optical axis, deg."

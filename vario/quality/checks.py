@@ -185,9 +185,17 @@ class Design:
             return [False, True]
         return list(s.get("enum", []))
 
+    def nuisance(self, factor: str) -> bool:
+        """Whether a factor is a nuisance: a nuisance parameter or a drawn factor."""
+        return factor in self.domain.nuisance or factor in self.domain.drawn
+
+    def column(self, factor: str) -> str:
+        """The ``jobs`` column of a factor: ``param_<name>``, or a drawn factor's own."""
+        return factor if factor in self.domain.drawn else f"param_{factor}"
+
     def bin_sql(self, param: str, bins: int) -> str:
         """SQL for the parameter's bin (continuous) or level (categorical), as text."""
-        column = f"j.param_{param}"
+        column = f"j.{self.column(param)}"
         if self.continuous(param):
             lo, hi = self.schemas[param]["minimum"], self.schemas[param]["maximum"]
             return (
@@ -205,6 +213,12 @@ class _Batch(Design):
     store: DataStore
     con: Any
     jobs: Any  # pandas DataFrame of the batch's rendered jobs: job_id and parameter columns
+
+    def levels(self, param: str) -> list:
+        """A drawn factor's levels are those its jobs drew; a parameter's, its declared."""
+        if param in self.domain.drawn:
+            return sorted(self.jobs[param].dropna().astype(str).unique())
+        return super().levels(param)
 
 
 def design(store: DataStore, batch: str) -> Design | None:
@@ -249,13 +263,15 @@ def _load(store: DataStore, batch: str, tests: DatasetTests) -> _Batch | None:
     con = connect(store)
     wanted = set(d.domain.semantic) | set(d.domain.nuisance) | _named_params(tests)
     present = set(con.sql("SELECT * FROM jobs LIMIT 0").columns)
-    columns = [f"param_{p}" for p in sorted(wanted | {"categories"})]
+    columns = [d.column(p) for p in sorted(wanted | {"categories"})]
+    columns += [x for x in d.domain.drawn if x not in columns]
     jobs = con.execute(
         f"SELECT {', '.join(['job_id', *(c for c in columns if c in present)])} FROM jobs "
         "WHERE batch = $batch AND status = 'ok'",
         {"batch": batch},
     ).df()
-    return _Batch(d.schemas, d.domain, d.varied, batch, store, con, jobs)
+    drawn = [x for x in d.domain.drawn if x in jobs and jobs[x].nunique() > 1]  # varied
+    return _Batch(d.schemas, d.domain, d.varied + drawn, batch, store, con, jobs)
 
 
 def _named_params(tests: DatasetTests) -> set[str]:
@@ -286,7 +302,7 @@ def check_coverage(b: _Batch, t: CoverageTests) -> CheckResult:
     for p in params:
         if b.continuous(p):
             lo, hi = b.schemas[p]["minimum"], b.schemas[p]["maximum"]
-            u = (b.jobs[f"param_{p}"].to_numpy(float) - lo) / (hi - lo)
+            u = (b.jobs[b.column(p)].to_numpy(float) - lo) / (hi - lo)
             counts = np.histogram(np.clip(u, 0, 1), bins=t.bins, range=(0, 1))[0]
             metadata[p] = counts.tolist()
             empty = [i for i, c in enumerate(counts) if c < t.min_bin_count]
@@ -301,7 +317,7 @@ def check_coverage(b: _Batch, t: CoverageTests) -> CheckResult:
             if len(levels) < 2:
                 failures.append(f"{p}: a factor with {len(levels)} level(s) cannot be covered")
                 continue
-            seen = b.jobs[f"param_{p}"].astype(str).value_counts()
+            seen = b.jobs[b.column(p)].astype(str).value_counts()
             counts = {str(lv): int(seen.get(str(lv), 0)) for lv in levels}
             metadata[p] = counts
             thin = [lv for lv, c in counts.items() if c < t.min_bin_count]
@@ -310,7 +326,7 @@ def check_coverage(b: _Batch, t: CoverageTests) -> CheckResult:
     if continuous and len(b.jobs) >= 2:
         points = np.column_stack(
             [
-                (b.jobs[f"param_{p}"].to_numpy(float) - b.schemas[p]["minimum"])
+                (b.jobs[b.column(p)].to_numpy(float) - b.schemas[p]["minimum"])
                 / (b.schemas[p]["maximum"] - b.schemas[p]["minimum"])
                 for p in continuous
             ]
@@ -401,7 +417,7 @@ def check_bias(b: _Batch, t: BiasTests) -> CheckResult:
     pair's V passes ``max_cramers_v`` with p under ``max_p_value``: a model could learn the
     shortcut instead of the object. Remedy: sample the factor independently of the target
     (the pair and its V are in the metadata)."""
-    nuisance = t.nuisance or [p for p in b.varied if p in b.domain.nuisance]
+    nuisance = t.nuisance or [p for p in b.varied if b.nuisance(p)]
     targets = t.targets or list(b.domain.targets)
     pairs, failures, skipped = [], [], []
     weights = _job_weighted_counts(b, nuisance, targets, t.bins)
@@ -456,14 +472,14 @@ def check_balance(b: _Batch, t: BalanceTests) -> CheckResult:
     never drawn counts zero). Fails when that ratio is under ``min_ratio``: the rare levels
     are under-learned. Remedy: more jobs, fewer levels, or a sampler that stratifies them."""
     factors = t.factors or ["category"] + [
-        p for p in b.varied if p in b.domain.nuisance and not b.continuous(p)
+        p for p in b.varied if b.nuisance(p) and not b.continuous(p)
     ]
     failures, metadata = [], {}
     for factor in factors:
         if factor == "category":
             counts = category_counts(b.con, b.name)
         else:
-            seen = b.jobs[f"param_{factor}"].astype(str).value_counts()
+            seen = b.jobs[b.column(factor)].astype(str).value_counts()
             counts = level_counts(seen, b.levels(factor))
         metadata[factor] = counts
         if len(counts) < 2:

@@ -87,7 +87,7 @@ def _hue(rgb: np.ndarray) -> float:
 def _circular_std(degrees: list[float]) -> float:
     angles = np.radians(degrees)
     length = np.hypot(np.sin(angles).mean(), np.cos(angles).mean())
-    return float(np.degrees(np.sqrt(-2 * np.log(max(length, 1e-12)))))
+    return float(np.degrees(np.sqrt(max(0.0, -2 * np.log(max(length, 1e-12))))))
 
 
 def run(jobs: int, resolution: int, overrides: dict, out: Path) -> dict:

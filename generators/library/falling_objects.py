@@ -16,6 +16,9 @@ from pydantic import Field, model_validator
 
 from generators.contract.domain import Domain
 from generators.contract.generator import Generator
+from generators.randomize.distractors import DistractorParams, add_flying_distractors
+from generators.randomize.sensor import SensorParams, apply_sensor
+from generators.randomize.surfaces import TextureParams, randomize_textures
 from generators.render.base import ClipParams
 from generators.scene.catalog import DISTRACTOR, OBJECT_CATEGORIES, PYBULLET_DATA, default_catalog
 from generators.scene.description import Camera, Light, Material, Scene, SceneObject
@@ -33,7 +36,7 @@ FLOOR_SIZE = 6.0  # metres; the floor's top is the plane z = 0
 FLOOR_TEXTURES = {"grid": "checker_grid.jpg", "checker": "checker_blue.png", "plain": None}
 
 
-class FallingObjectsParams(ClipParams):
+class FallingObjectsParams(ClipParams, TextureParams, DistractorParams, SensorParams):
     # semantic
     n_objects: int = Field(8, ge=3, le=20, description="Objects thrown onto the floor.")
     categories: list[Category] = Field(
@@ -72,6 +75,17 @@ class FallingObjectsParams(ClipParams):
     floor_texture: Literal[tuple(FLOOR_TEXTURES)] = Field(  # type: ignore[valid-type]
         "grid", description="Texture on the floor."
     )
+    # domain randomization (generators.randomize), off unless asked for
+    texture_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of objects and the floor given a drawn texture "
+        "(texture_kinds); 0 keeps their random colours.",
+    )
+    flying_distractors_max: int = Field(
+        0, ge=0, le=50, description="Most distractors held in the air in the camera's view."
+    )
     # frames (the rest as ClipParams has them)
     n_frames: int = Field(24, ge=1, le=48, description="Frames.")
     frame_rate: int = Field(12, ge=1, le=60, description="Frames per second.")
@@ -93,7 +107,7 @@ class FallingObjectsParams(ClipParams):
 
 class FallingObjectsGenerator(Generator):
     name = "falling_objects"
-    version = "1.1.0"
+    version = "1.2.0"
     Params = FallingObjectsParams
     description = "MOVi-style: catalog objects thrown onto a floor, random materials and camera."
     domain = Domain(
@@ -118,6 +132,9 @@ class FallingObjectsGenerator(Generator):
             "camera_elevation_max",
             "fov",
             "floor_texture",
+            "sensor_noise",
+            *TextureParams.model_fields,
+            *DistractorParams.model_fields,
         ),
         targets=("category", "visibility", "objects_per_frame", "height_bin"),
     )
@@ -142,6 +159,7 @@ class FallingObjectsGenerator(Generator):
                 material=Material(
                     color=(0.8, 0.8, 0.8, 1.0),
                     texture=str(PYBULLET_DATA / floor_texture) if floor_texture else None,
+                    texture_kind="library" if floor_texture else None,
                     roughness=0.9,
                 ),
             )
@@ -205,10 +223,13 @@ class FallingObjectsGenerator(Generator):
             height=params.resolution,
             vertical_fov_deg=params.fov,
         )
-        return Scene(
+        scene = Scene(
             objects=tuple(objects),
             lights=tuple(lights),
             camera=camera,
             seed=seed,
             **params.scene_timing(),
         )
+        scene = add_flying_distractors(scene, params, seed, catalog, target)
+        scene = randomize_textures(scene, params, seed)
+        return apply_sensor(scene, params)

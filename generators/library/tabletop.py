@@ -15,7 +15,9 @@ from pydantic import AfterValidator, Field, WithJsonSchema
 
 from generators.contract.domain import Domain
 from generators.contract.generator import Generator
+from generators.randomize.distractors import DistractorParams, add_flying_distractors
 from generators.randomize.sensor import SensorParams
+from generators.randomize.surfaces import TextureParams, randomize_textures
 from generators.render.base import ClipParams
 from generators.scene.catalog import (
     DISTRACTOR,
@@ -61,7 +63,7 @@ TABLE_TEXTURES = {
 }
 
 
-class TabletopParams(ClipParams, SensorParams):
+class TabletopParams(ClipParams, TextureParams, DistractorParams, SensorParams):
     # semantic
     n_objects: int = Field(4, ge=1, le=20, description="Objects of interest dropped on the table.")
     categories: list[Category] = Field(
@@ -120,6 +122,17 @@ class TabletopParams(ClipParams, SensorParams):
     shake: float = Field(
         1.5, ge=0, le=10, description="Handheld: amplitude of the camera's wobble, deg."
     )
+    # domain randomization (generators.randomize), off unless asked for
+    texture_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of objects, distractors and the table given a "
+        "drawn texture (texture_kinds); 0 keeps object_texture's looks.",
+    )
+    flying_distractors_max: int = Field(
+        0, ge=0, le=50, description="Most distractors held in the air in the camera's view."
+    )
     # frames (the rest as ClipParams has them)
     start_time: float = Field(
         1.0, ge=0, le=5, description="Simulated seconds before frame 0 (0 shows the drop)."
@@ -128,7 +141,7 @@ class TabletopParams(ClipParams, SensorParams):
 
 class TabletopGenerator(Generator):
     name = "tabletop"
-    version = "1.1.0"
+    version = "1.2.0"
     Params = TabletopParams
     description = "Objects of interest and distractors dropped on a table, seen by a robot camera."
     domain = Domain(
@@ -153,6 +166,8 @@ class TabletopGenerator(Generator):
             "orbit_speed",
             "shake",
             "sensor_noise",
+            *TextureParams.model_fields,
+            *DistractorParams.model_fields,
         ),
     )
 
@@ -172,6 +187,7 @@ class TabletopGenerator(Generator):
             material=Material(
                 color=(1, 1, 1, 1) if params.table_texture != "plain" else (0.6, 0.6, 0.6, 1),
                 texture=_texture(TABLE_TEXTURES[params.table_texture]),
+                texture_kind="library" if params.table_texture != "plain" else None,
             ),
         )
         distractor_ids = [e.asset_id for e in catalog.category(DISTRACTOR)]
@@ -193,10 +209,7 @@ class TabletopGenerator(Generator):
                     position=tuple(position),
                     quaternion=quat_wxyz(random_rotation(rng)),
                     mass=entry.mass,
-                    material=Material(
-                        color=jitter_hue(entry.color, params.color_jitter, looks),
-                        texture=_object_texture(entry, params.object_texture, looks),
-                    ),
+                    material=_object_material(entry, params, looks),
                 )
             )
         light_dir = spherical_to_cartesian(1.0, params.light_azimuth, params.light_elevation)
@@ -221,7 +234,7 @@ class TabletopGenerator(Generator):
             vertical_fov_deg=params.fov,
             noise_std=params.sensor_noise,
         )
-        return Scene(
+        scene = Scene(
             objects=tuple(objects),
             lights=(light,),
             camera=camera,
@@ -229,6 +242,8 @@ class TabletopGenerator(Generator):
             seed=seed,
             **params.scene_timing(),
         )
+        scene = add_flying_distractors(scene, params, seed, catalog, target)
+        return randomize_textures(scene, params, seed)
 
 
 def _camera_path(
@@ -265,12 +280,15 @@ def _pick(catalog, category: str, rng: np.random.Generator):
     return entries[int(rng.integers(len(entries)))] if len(entries) > 1 else entries[0]
 
 
-def _object_texture(entry, choice: str, rng: np.random.Generator) -> str | None:
-    if choice == "random":
-        return _texture(str(rng.choice(TEXTURE_LIBRARY)))
-    if choice == "catalog" and entry.texture:
-        return str(entry.texture)
-    return None
+def _object_material(entry, params: TabletopParams, rng: np.random.Generator) -> Material:
+    """The catalog's colour (hue jittered) and a texture as ``object_texture`` says."""
+    color = jitter_hue(entry.color, params.color_jitter, rng)
+    if params.object_texture == "random":
+        texture = _texture(str(rng.choice(TEXTURE_LIBRARY)))
+        return Material(color=color, texture=texture, texture_kind="library")
+    if params.object_texture == "catalog" and entry.texture:
+        return Material(color=color, texture=str(entry.texture), texture_kind="asset")
+    return Material(color=color)
 
 
 def _texture(relative: str | None) -> str | None:

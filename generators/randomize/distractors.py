@@ -77,6 +77,7 @@ def add_flying_distractors(
                 scale=(factor, factor, factor),
                 static=True,
                 labelled=False,
+                collides=False,  # held in the air: nothing falls onto or bounces off it
             )
         )
         drawn.append({**values, "asset": entry.asset_id})

@@ -50,6 +50,9 @@ class SceneObject(_Plain):
     material: Material = Material()
     static: bool = Field(False, description="Fixed in place (work-cell furniture, floor).")
     labelled: bool = Field(True, description="Gets an instance id and label rows.")
+    collides: bool = Field(
+        True, description="Takes part in physics; a flying distractor is drawn, never touched."
+    )
     mass: float = 0.1
     friction: float = 0.5
     rolling_friction: float = Field(

@@ -69,7 +69,8 @@ def simulate(scene: Scene, catalog: Catalog) -> Trajectory:
         pb.setGravity(*scene.gravity, physicsClientId=client)
         pb.setTimeStep(1.0 / scene.step_rate, physicsClientId=client)
         bodies = [
-            bullet.add_body(client, o, catalog, visual=False, collision=True) for o in scene.objects
+            bullet.add_body(client, o, catalog, visual=False, collision=o.collides)
+            for o in scene.objects
         ]
         contacts = _ContactTracker(client, {b: i for i, b in enumerate(bodies)})
         n, f = len(bodies), scene.frame_count

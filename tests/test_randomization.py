@@ -182,6 +182,7 @@ def test_cycles_draws_the_randomized_scene_with_the_fast_renderers_masks(tmp_pat
     """One tiny Cycles render: point and area lights, materials and the backdrop image in
     Blender, and per-object masks that agree with the fast renderer's (IoU >= 0.9)."""
     params = {**TINY, "resolution": 96, "light_kinds": ["point", "area"], "samples": 4}
+    params |= {"principal_jitter": 0.1, "roll_max": 45.0}  # the lens shifted and rolled
     jobs = {}
     for renderer in ("cycles", "tiny"):
         result = ClutterGenerator().run(ClutterParams(**params, renderer=renderer), SEED, tmp_path)
@@ -307,3 +308,30 @@ def test_the_built_in_generators_take_drawn_textures_and_flying_distractors(gene
     moved = simulate(plain, catalog).positions[:, : len(plain.objects)]
     again = simulate(drawn, catalog).positions[:, : len(plain.objects)]
     assert np.allclose(moved, again)  # the objects fall exactly as without the distractors
+
+
+def test_object_centres_project_into_their_boxes_through_the_jittered_principal_point(tmp_path):
+    """The intrinsics in ``frames`` are the ones the image was drawn with: each visible
+    object's centre projects (docs/conventions.md) into its box, with the principal point
+    moved well off the centre and the camera rolled."""
+    params = ClutterParams(**{**TINY, "resolution": 128}, principal_jitter=0.1, roll_max=90.0)
+    result = ClutterGenerator().run(params, SEED, tmp_path)
+    frame = result.frames.to_pylist()[0]
+    assert abs(frame["cx"] - 64) > 0.5 or abs(frame["cy"] - 64) > 0.5
+    from scipy.spatial.transform import Rotation
+
+    to_world = Rotation.from_quat(
+        [frame["cam_qw"], frame["cam_qx"], frame["cam_qy"], frame["cam_qz"]], scalar_first=True
+    )
+    checked = 0
+    for o in result.objects.to_pylist():
+        if o["occlusion"] > 0.3 or o["truncation"] > 0:
+            continue
+        x, y, z = to_world.inv().apply(np.subtract([o["x"], o["y"], o["z"]], [
+            frame["cam_x"], frame["cam_y"], frame["cam_z"]
+        ]))  # fmt: skip
+        u, v = frame["fx"] * x / z + frame["cx"], frame["fy"] * y / z + frame["cy"]
+        assert o["box_x_min"] - 1 <= u <= o["box_x_max"] + 1, o["category"]
+        assert o["box_y_min"] - 1 <= v <= o["box_y_max"] + 1, o["category"]
+        checked += 1
+    assert checked >= 2

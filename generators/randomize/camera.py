@@ -1,6 +1,7 @@
 """The camera: a pose on a spherical shell around a target (distance, azimuth, elevation
-within ranges), the look-at point jittered, a roll about the optical axis, and a field of
-view; resolution and sensor noise stay the generator's. Draws from the stream ``camera``."""
+within ranges), the look-at point jittered, a roll about the optical axis, a field of view
+and the principal point moved off the image centre; resolution and sensor noise stay the
+generator's. Draws from the stream ``camera``."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ class CameraParams(BaseModel):
     roll_max: float = Field(
         15.0, ge=0, le=180, description="Largest camera roll about its optical axis, deg."
     )
+    principal_jitter: float = Field(
+        0.02, ge=0, le=0.1,
+        description="Largest principal-point offset from the image centre, share of its side.",
+    )  # fmt: skip
     fov_min: float = Field(35.0, ge=10, le=100, description="Narrowest vertical field of view.")
     fov_max: float = Field(55.0, ge=10, le=100, description="Widest vertical field of view.")
 
@@ -53,6 +58,7 @@ def randomize_camera(scene: Scene, params: CameraParams, seed: int, target=(0, 0
         "look_offset": [float(v) for v in rng.uniform(-1, 1, 3) * params.look_jitter],
         "roll": float(rng.uniform(-params.roll_max, params.roll_max)),
         "fov": float(rng.uniform(params.fov_min, params.fov_max)),
+        "principal_offset": [float(v) for v in rng.uniform(-1, 1, 2) * params.principal_jitter],
     }
     target = np.asarray(target, float)
     eye = target + spherical_to_cartesian(drawn["distance"], drawn["azimuth"], drawn["elevation"])
@@ -63,6 +69,10 @@ def randomize_camera(scene: Scene, params: CameraParams, seed: int, target=(0, 0
             "position": tuple(float(v) for v in eye),
             "quaternion": quat_wxyz(rolled),
             "vertical_fov_deg": drawn["fov"],
+            "principal_offset": (
+                drawn["principal_offset"][0] * scene.camera.width,
+                drawn["principal_offset"][1] * scene.camera.height,
+            ),
         }
     )
     return scene.model_copy(

@@ -139,6 +139,11 @@ class CyclesRenderer:
             max_render_distance=cam.far,
         )
         kscene += camera
+        # Blender's lens shift, in units of the larger side: a shift right moves the view
+        # right, so the optical axis's pixel (the principal point) left
+        side, (dx, dy) = max(cam.width, cam.height), cam.principal_offset
+        lens = camera.linked_objects[self.blender].data
+        lens.shift_x, lens.shift_y = -dx / side, dy / side
         for frame, pose in enumerate(scene.camera_path):
             camera.position = pose.position
             camera.quaternion = _blender_camera_quat(pose.quaternion)

@@ -76,9 +76,14 @@ def projection_matrix(cam, engine: int) -> list[float]:
             cam.vertical_fov_deg, cam.width / cam.height, cam.near, cam.far
         )
     )
+    # x_ndc = -(P00 x + P02 z) / z: adding d to P02 (index 8) moves x_ndc by -d, the image
+    # d * width / 2 pixels left; likewise P12 (index 9) moves it down. The principal point's
+    # offset moves the optical axis's pixel right and down (a pixel is 2 / width in NDC).
+    dx, dy = cam.principal_offset
+    matrix[8] -= 2.0 * dx / cam.width
+    matrix[9] += 2.0 * dy / cam.height
     if engine == pb.ER_TINY_RENDERER:
-        # x_ndc = -(P00 x + P02 z) / z: adding d to P02 (index 8) moves x_ndc by -d
-        matrix[8] += 1.0 / cam.width  # half a pixel left (a pixel is 2 / width in NDC)
+        matrix[8] += 1.0 / cam.width  # half a pixel left
         matrix[9] += 1.0 / cam.height  # and half a pixel down
     return matrix
 

@@ -92,12 +92,18 @@ class Camera(_Plain):
     near: float = 0.01
     far: float = 10.0
     noise_std: float = Field(0.0, description="Gaussian sensor noise, in [0, 1] intensity units.")
+    principal_offset: tuple[float, float] = Field(
+        (0.0, 0.0),
+        description="The principal point's offset from the image centre, px (x right, y down).",
+    )
 
     @property
     def intrinsics(self) -> tuple[float, float, float, float]:
-        """``fx, fy, cx, cy`` in pixels (square pixels, principal point at the image centre)."""
+        """``fx, fy, cx, cy`` in pixels (square pixels; the principal point at the image
+        centre moved by ``principal_offset``)."""
         f = 0.5 * self.height / math.tan(math.radians(self.vertical_fov_deg) / 2)
-        return f, f, self.width / 2, self.height / 2
+        dx, dy = self.principal_offset
+        return f, f, self.width / 2 + dx, self.height / 2 + dy
 
 
 class CameraPose(_Plain):

@@ -280,6 +280,8 @@ def test_the_randomized_template_runs_with_vario_batch_run_and_tests_its_dimensi
     bias = next(r for r in recorded["results"] if r["name"] == "bias")
     tested = {p["nuisance"] for p in bias["metadata"]["pairs"]}
     assert {"background_kind", "light_count", "texture_share"} <= tested
+    report = (tmp_path / "data" / "reports" / "randomized" / "report.html").read_text()
+    assert "Frames across the randomization space" in report
 
 
 @pytest.mark.parametrize("generator", ["tabletop", "falling_objects"])
@@ -335,3 +337,15 @@ def test_object_centres_project_into_their_boxes_through_the_jittered_principal_
         assert o["box_y_min"] - 1 <= v <= o["box_y_max"] + 1, o["category"]
         checked += 1
     assert checked >= 2
+
+
+@pytest.mark.parametrize("generator", ["tabletop", "falling_objects", "clutter"])
+def test_random_parameters_are_valid_with_every_range_in_order(generator):
+    """What the API's ``sample`` draws over a generator's domain: the two ends of a range
+    (``*_min``, ``*_max``) drawn apart come back in order, so every draw validates."""
+    from generators.contract.registry import get
+    from vario.batch.samplers import random_params
+
+    gen = get(generator)
+    for seed in range(20):
+        gen.Params(**random_params(field_schemas(gen.Params), gen.domain, seed))

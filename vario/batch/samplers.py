@@ -131,7 +131,8 @@ def sample(sampler: Sampler, schemas: dict[str, dict], seed: int) -> list[dict[s
 def random_params(schemas: dict[str, dict], domain: Domain, seed: int) -> dict[str, Any]:
     """One job's parameters drawn at random for ``seed``: every domain parameter (semantic
     and nuisance) with a range (numbers with both bounds) or choices (enums, booleans) drawn
-    over all of it, the others left to their defaults."""
+    over all of it, the others left to their defaults. A range's two ends given as a pair of
+    parameters (``<name>_min``, ``<name>_max``) are drawn apart and then put in order."""
     ranges: dict[str, tuple[float, float] | Choices] = {}
     for name in (*domain.semantic, *domain.nuisance):
         schema = schemas.get(name, {})
@@ -143,4 +144,9 @@ def random_params(schemas: dict[str, dict], domain: Domain, seed: int) -> dict[s
             ranges[name] = (schema["minimum"], schema["maximum"])
     if not ranges:
         return {}
-    return sample(Sampler(kind="random", count=1, ranges=ranges), schemas, seed)[0]
+    drawn = sample(Sampler(kind="random", count=1, ranges=ranges), schemas, seed)[0]
+    for low in [n for n in drawn if n.endswith("_min")]:
+        high = f"{low[:-4]}_max"
+        if high in drawn and drawn[low] > drawn[high]:
+            drawn[low], drawn[high] = drawn[high], drawn[low]
+    return drawn

@@ -42,6 +42,7 @@ _TEMPLATES = jinja2.Environment(
 )
 _HIST_BINS, _PAIR_BINS = 20, 15
 _GRID_WIDTH, _GRID_COLUMNS, _SLICE_FRAMES = 768, 4, 6  # grids of frames; frames per slice
+_SPACE_FRAMES = 12  # frames across the randomization space
 _PROBLEM = re.compile(r"^job (\w+) frame (\d+)\b")  # how integrity names a problem's frame
 
 
@@ -248,6 +249,20 @@ def _frames_grid(store: DataStore, batch: str, frames: list[tuple[str, int]]) ->
     return cv2.imencode(".png", grid)[1].tobytes()
 
 
+def _randomization_frames(con, batch: str, d: quality.Design) -> list[tuple[str, int]]:
+    """The first frame of the first job (by id) of each level each drawn factor took
+    (``Domain.drawn``: a background kind, a light count...), at most ``_SPACE_FRAMES``."""
+    present = set(con.sql("SELECT * FROM jobs LIMIT 0").columns)
+    frames: list[tuple[str, int]] = []
+    for factor in (f for f in d.domain.drawn if f in present):  # a column the code names
+        frames += con.execute(
+            f"SELECT min(job_id), 0 FROM jobs WHERE batch = $batch AND status = 'ok' "
+            f"AND {factor} IS NOT NULL GROUP BY {factor} ORDER BY {factor}",
+            {"batch": batch},
+        ).fetchall()
+    return list(dict.fromkeys(frames))[:_SPACE_FRAMES]
+
+
 def _drawable(archive: Path, frame: int) -> bool:
     """Whether the frame reads back (read twice, for a handful of frames: the grid itself
     stays all or nothing)."""
@@ -341,9 +356,12 @@ def figures(
             categories
         )
     sampled = [(p.stem, 0) for p in sample_archives(store, batch, samples)]
+    across = _randomization_frames(con, batch, d)
     drawn = {
         "Occlusion and truncation of objects": _occlusion(con, batch),
         "Sample frames with their labels": _frames_grid(store, batch, sampled),
+        "Frames across the randomization space (a job for each level drawn of "
+        f"{', '.join(d.domain.drawn)})": _frames_grid(store, batch, across) if across else None,
         **{
             f"Frames behind the failed test {title}": _frames_grid(store, batch, frames)
             for title, frames in _failed_slices(con, batch, d, results, set(job_ids)).items()

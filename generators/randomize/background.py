@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from generators.randomize.streams import check_range, stream
+from generators.randomize.streams import check_range, recorded, stream
 from generators.randomize.surfaces import ImageFolder, folder_images
 from generators.randomize.textures import TEXTURE_KINDS, draw_texture, texture_file
 from generators.scene.description import Scene
@@ -66,6 +66,4 @@ def randomize_background(scene: Scene, params: BackgroundParams, seed: int) -> S
         size = max(scene.camera.width, scene.camera.height)
         drawn = {"kind": kind, **asdict(draw)}
         update = {"background_image": str(texture_file(draw, size))}
-    return scene.model_copy(
-        update={**update, "randomization": {**scene.randomization, "background": drawn}}
-    )
+    return recorded(scene, "background", drawn, **update)

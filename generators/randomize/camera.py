@@ -9,9 +9,9 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 from scipy.spatial.transform import Rotation
 
-from generators.randomize.streams import check_range, stream
+from generators.randomize.streams import check_range, recorded, stream
 from generators.scene.description import Scene
-from generators.scene.geometry import look_at, quat_wxyz, spherical_to_cartesian
+from generators.scene.geometry import Vec3, look_at, quat_wxyz, spherical_to_cartesian
 
 
 class CameraParams(BaseModel):
@@ -48,7 +48,9 @@ class CameraParams(BaseModel):
         return self
 
 
-def randomize_camera(scene: Scene, params: CameraParams, seed: int, target=(0, 0, 0)) -> Scene:
+def randomize_camera(
+    scene: Scene, params: CameraParams, seed: int, target: Vec3 = (0.0, 0.0, 0.0)
+) -> Scene:
     """The scene's camera moved to a drawn pose looking near ``target``."""
     rng = stream(seed, "camera")
     drawn = {
@@ -75,6 +77,4 @@ def randomize_camera(scene: Scene, params: CameraParams, seed: int, target=(0, 0
             ),
         }
     )
-    return scene.model_copy(
-        update={"camera": camera, "randomization": {**scene.randomization, "camera": drawn}}
-    )
+    return recorded(scene, "camera", drawn, camera=camera)

@@ -11,10 +11,10 @@ import math
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from generators.randomize.streams import check_range, stream
+from generators.randomize.streams import check_range, recorded, stream
 from generators.scene.catalog import DISTRACTOR, Catalog
 from generators.scene.description import Scene, SceneObject
-from generators.scene.geometry import quat_wxyz, random_rotation, rotation
+from generators.scene.geometry import Vec3, quat_wxyz, random_rotation, rotation
 
 MAX_DISTRACTORS = 50
 
@@ -40,7 +40,11 @@ class DistractorParams(BaseModel):
 
 
 def add_flying_distractors(
-    scene: Scene, params: DistractorParams, seed: int, catalog: Catalog, target=(0, 0, 0)
+    scene: Scene,
+    params: DistractorParams,
+    seed: int,
+    catalog: Catalog,
+    target: Vec3 = (0.0, 0.0, 0.0),
 ) -> Scene:
     """Distractors added in front of the camera, at 25-85% of its distance to ``target``."""
     lo, hi = params.flying_distractors_min, params.flying_distractors_max
@@ -81,9 +85,4 @@ def add_flying_distractors(
             )
         )
         drawn.append({**values, "asset": entry.asset_id})
-    return scene.model_copy(
-        update={
-            "objects": (*scene.objects, *added),
-            "randomization": {**scene.randomization, "distractors": drawn},
-        }
-    )
+    return recorded(scene, "distractors", drawn, objects=(*scene.objects, *added))

@@ -9,9 +9,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from generators.randomize.streams import check_range, stream
+from generators.randomize.streams import check_range, recorded, stream
 from generators.scene.description import Light, Scene
-from generators.scene.geometry import spherical_to_cartesian
+from generators.scene.geometry import Vec3, spherical_to_cartesian
 from generators.scene.placement import kelvin_to_rgb
 
 MAX_LIGHTS = 8
@@ -57,7 +57,9 @@ class LightParams(BaseModel):
         return self
 
 
-def randomize_lights(scene: Scene, params: LightParams, seed: int, target=(0, 0, 0)) -> Scene:
+def randomize_lights(
+    scene: Scene, params: LightParams, seed: int, target: Vec3 = (0.0, 0.0, 0.0)
+) -> Scene:
     """The scene's lights replaced by drawn ones around ``target``."""
     count = int(stream(seed, "lights").integers(params.light_count_min, params.light_count_max + 1))
     lights, drawn = [], []
@@ -88,6 +90,4 @@ def randomize_lights(scene: Scene, params: LightParams, seed: int, target=(0, 0,
             )
         )
         drawn.append(values)
-    return scene.model_copy(
-        update={"lights": tuple(lights), "randomization": {**scene.randomization, "lights": drawn}}
-    )
+    return recorded(scene, "lights", drawn, lights=tuple(lights))

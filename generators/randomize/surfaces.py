@@ -9,19 +9,22 @@ so adding a distractor leaves every other object's looks unchanged.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
 
-from generators.randomize.streams import check_range, stream
+from generators.randomize.streams import check_range, recorded, stream
 from generators.randomize.textures import TEXTURE_KINDS, draw_texture, image_folder, texture_file
 from generators.scene.catalog import DISTRACTOR
 from generators.scene.description import Scene, SceneObject
 from generators.settings import settings
 
 TextureKind = Literal[TEXTURE_KINDS]  # type: ignore[valid-type]
+Role = Literal["objects", "distractors", "surfaces"]
+ROLES: tuple[Role, ...] = ("objects", "distractors", "surfaces")
 TEXTURE_SIZE = 128  # pixels of a drawn texture file's side: a small object needs no more
 
 
@@ -77,8 +80,8 @@ class TextureParams(BaseModel):
     texture_folder: ImageFolder = Field(
         None, description="Folder of PNG or JPEG images for the 'image' texture kind."
     )
-    texture_targets: list[Literal["objects", "distractors", "surfaces"]] = Field(
-        ["objects", "distractors", "surfaces"],
+    texture_targets: list[Role] = Field(
+        list(ROLES),
         description="Which objects get drawn textures and materials.",
     )
 
@@ -104,7 +107,9 @@ class MaterialParams(BaseModel):
         return self
 
 
-def role(obj: SceneObject) -> str:
+def role(obj: SceneObject) -> Role:
+    """What an object is to the randomizers: a distractor (its category), an object of
+    interest (labelled), or a surface (the rest: a table, a floor)."""
     if obj.category == DISTRACTOR:
         return "distractors"
     return "objects" if obj.labelled else "surfaces"
@@ -137,12 +142,14 @@ def randomize_textures(scene: Scene, params: TextureParams, seed: int) -> Scene:
             obj = obj.model_copy(update={"material": material})
             drawn[obj.name] = asdict(draw)
         objects.append(obj)
-    return _recorded(scene.model_copy(update={"objects": tuple(objects)}), "textures", drawn)
+    return recorded(scene, "textures", drawn, objects=tuple(objects))
 
 
-def randomize_materials(scene: Scene, params: MaterialParams, seed: int, targets=None) -> Scene:
-    """Roughness, metallic and specular of each targeted object, uniform in their ranges."""
-    targets = targets or ("objects", "distractors", "surfaces")
+def randomize_materials(
+    scene: Scene, params: MaterialParams, seed: int, targets: Sequence[Role] = ROLES
+) -> Scene:
+    """Roughness, metallic and specular of each object of the ``targets`` roles, uniform
+    in their ranges."""
     drawn, objects = {}, []
     for obj in scene.objects:
         rng = stream(seed, "materials", obj.name)
@@ -156,9 +163,4 @@ def randomize_materials(scene: Scene, params: MaterialParams, seed: int, targets
             obj = obj.model_copy(update={"material": material})
             drawn[obj.name] = values
         objects.append(obj)
-    return _recorded(scene.model_copy(update={"objects": tuple(objects)}), "materials", drawn)
-
-
-def _recorded(scene: Scene, name: str, drawn: object) -> Scene:
-    """``scene`` with what randomizer ``name`` drew in ``Scene.randomization``."""
-    return scene.model_copy(update={"randomization": {**scene.randomization, name: drawn}})
+    return recorded(scene, "materials", drawn, objects=tuple(objects))

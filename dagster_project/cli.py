@@ -106,6 +106,9 @@ def generators_list() -> None:
     table(rows, ("generator", "version", "description"))
 
 
+ROLE_ORDER = {"semantic": 0, "nuisance": 1, "setting": 2}
+
+
 @generators.command("show")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print the parameters' JSON Schema.")
@@ -118,12 +121,19 @@ def generators_show(name: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(gen.Params.model_json_schema(), indent=2))
         return
+    # what changes the task's answer first, then what must not (randomizers among it), then
+    # the render and clip settings: a generator with many randomizers stays readable
+    roles = dict.fromkeys(gen.domain.nuisance, "nuisance") | dict.fromkeys(
+        gen.domain.semantic, "semantic"
+    )
+    docs = sorted(describe(gen.Params), key=lambda d: ROLE_ORDER[roles.get(d.name, "setting")])
     rows = [
-        (d.name, d.type, json.dumps(d.default), d.allowed, d.description)
-        for d in describe(gen.Params)
+        (d.name, roles.get(d.name, "setting"), d.type, json.dumps(d.default), d.allowed)
+        + (d.description,)
+        for d in docs
     ]
     out.print(f"{gen.name} {gen.version}: {gen.description}", markup=False)
-    table(rows, ("parameter", "type", "default", "allowed", "description"))
+    table(rows, ("parameter", "role", "type", "default", "allowed", "description"))
     _print_catalog()
 
 

@@ -70,12 +70,16 @@ def test_cli_show_documents_every_parameter():
     rows = {}
     for line in result.output.splitlines():  # rich table rows: │ cell │ cell │ ... │
         cells = [c.strip() for c in line.strip().strip("│").split("│")]
-        if len(cells) == 5:
+        if len(cells) == 6:
             rows[cells[0]] = cells
     for doc in describe(TabletopParams):
-        name, kind, default, allowed, description = rows[doc.name]
+        name, role, kind, default, allowed, description = rows[doc.name]
         assert (kind, allowed, description) == (doc.type, doc.allowed, doc.description)
         assert json.loads(default) == doc.default
+    roles = [cells[1] for cells in rows.values()]  # semantic, then nuisance, then settings
+    assert roles == sorted(roles, key=["semantic", "nuisance", "setting"].index)
+    assert rows["n_objects"][1] == "semantic" and rows["fov"][1] == "nuisance"
+    assert rows["resolution"][1] == "setting"
     schema = json.loads(
         CliRunner().invoke(main, ["generators", "show", "tabletop", "--json"]).output
     )

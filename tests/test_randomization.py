@@ -24,6 +24,7 @@ from generators.library.clutter import ClutterGenerator, ClutterParams
 from generators.params import field_schemas
 from generators.randomize.background import BackgroundParams
 from generators.randomize.camera import CameraParams
+from generators.randomize.distractors import DistractorParams
 from generators.randomize.lights import LightParams
 from generators.randomize.surfaces import MaterialParams, TextureParams
 from vario.quality import checks as quality
@@ -349,3 +350,28 @@ def test_random_parameters_are_valid_with_every_range_in_order(generator):
     gen = get(generator)
     for seed in range(20):
         gen.Params(**random_params(field_schemas(gen.Params), gen.domain, seed))
+
+
+def test_generators_show_lists_every_randomizer_parameter():
+    """``vario generators show clutter``: each randomizer's parameters, as nuisance, with
+    their types, ranges and descriptions."""
+    from click.testing import CliRunner
+
+    from dagster_project.cli import main
+    from generators.params import describe
+
+    result = CliRunner().invoke(main, ["generators", "show", "clutter"])
+    assert result.exit_code == 0, result.output
+    rows = {}
+    for line in result.output.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if len(cells) == 6:
+            rows[cells[0]] = cells
+    randomizers = (TextureParams, MaterialParams, LightParams, CameraParams, BackgroundParams)
+    documented = {d.name: d for d in describe(ClutterParams)}
+    for model in (*randomizers, DistractorParams):
+        for name in model.model_fields:
+            _, role, kind, _, allowed, description = rows[name]
+            doc = documented[name]
+            assert role == "nuisance"
+            assert (kind, allowed, description) == (doc.type, doc.allowed, doc.description)

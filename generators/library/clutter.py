@@ -10,10 +10,8 @@ object layout stays the same when any randomizer's range changes.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import numpy as np
-from pydantic import AfterValidator, Field, WithJsonSchema
+from pydantic import Field
 
 from generators.contract.domain import Domain
 from generators.contract.generator import Generator
@@ -32,18 +30,12 @@ from generators.randomize.surfaces import (
 from generators.render.base import ClipParams
 from generators.scene.catalog import (
     OBJECT_CATEGORIES,
-    check_category,
+    ObjectCategory,
     default_catalog,
-    object_categories,
 )
 from generators.scene.description import Camera, Scene, SceneObject
 from generators.scene.geometry import quat_wxyz, random_rotation
 
-Category = Annotated[
-    str,
-    AfterValidator(check_category),
-    WithJsonSchema({"type": "string", "enum": list(object_categories())}),
-]
 TARGET = (0.0, 0.0, 0.0)  # the point the objects float around and the camera looks at
 
 _RANDOMIZED = (
@@ -59,7 +51,7 @@ _RANDOMIZED = (
 
 class ClutterParams(ClipParams, *_RANDOMIZED):  # type: ignore[misc]
     n_objects: int = Field(4, ge=1, le=20, description="Objects of interest in the scene.")
-    categories: list[Category] = Field(
+    categories: list[ObjectCategory] = Field(
         list(OBJECT_CATEGORIES),
         min_length=1,
         description="Categories the objects of interest are drawn from, uniformly.",

@@ -8,10 +8,10 @@ colour jitter, camera and sensor noise.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import numpy as np
-from pydantic import AfterValidator, Field, WithJsonSchema
+from pydantic import Field
 
 from generators.contract.domain import Domain
 from generators.contract.generator import Generator
@@ -23,9 +23,8 @@ from generators.scene.catalog import (
     DISTRACTOR,
     OBJECT_CATEGORIES,
     PYBULLET_DATA,
-    check_category,
+    ObjectCategory,
     default_catalog,
-    object_categories,
 )
 from generators.scene.description import Camera, CameraPose, Light, Material, Scene, SceneObject
 from generators.scene.geometry import (
@@ -35,14 +34,6 @@ from generators.scene.geometry import (
     spherical_to_cartesian,
 )
 from generators.scene.placement import free_spot, jitter_hue, kelvin_to_rgb
-
-# Choices come from the catalog: built-in categories and the user's, checked against the
-# catalog as it is when a job is validated (so new user assets need no restart).
-Category = Annotated[
-    str,
-    AfterValidator(check_category),
-    WithJsonSchema({"type": "string", "enum": list(object_categories())}),
-]
 
 TABLE_SIZE = (1.2, 0.8, 0.05)  # metres; the top surface is the plane z = 0
 # Images in pybullet_data used as random object textures (shown on meshes with UVs).
@@ -66,7 +57,7 @@ TABLE_TEXTURES = {
 class TabletopParams(ClipParams, TextureParams, DistractorParams, SensorParams):
     # semantic
     n_objects: int = Field(4, ge=1, le=20, description="Objects of interest dropped on the table.")
-    categories: list[Category] = Field(
+    categories: list[ObjectCategory] = Field(
         list(OBJECT_CATEGORIES),
         min_length=1,
         description="Categories the objects of interest are drawn from, uniformly.",

@@ -23,9 +23,11 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pybullet_data
+from pydantic import AfterValidator, WithJsonSchema
 
 from generators.settings import settings
 
@@ -444,3 +446,13 @@ def check_category(name: str, extra: tuple[str, ...] = ()) -> str:
     if name not in object_categories():
         raise ValueError(f"{name!r} is not a catalog category ({', '.join(object_categories())})")
     return name
+
+
+# A parameter naming an object category. Its choices come from the catalog: the built-in
+# categories and the user's, checked against the catalog as it is when a job is validated
+# (so new user assets need no restart).
+ObjectCategory = Annotated[
+    str,
+    AfterValidator(check_category),
+    WithJsonSchema({"type": "string", "enum": list(object_categories())}),
+]

@@ -16,9 +16,17 @@ from pydantic import Field, model_validator
 
 from generators.contract.domain import Domain
 from generators.contract.generator import Generator
-from generators.randomize.distractors import DistractorParams, add_flying_distractors
+from generators.randomize.distractors import (
+    DistractorParams,
+    OptionalDistractorParams,
+    add_flying_distractors,
+)
 from generators.randomize.sensor import SensorParams, apply_sensor
-from generators.randomize.surfaces import TextureParams, randomize_textures
+from generators.randomize.surfaces import (
+    OptionalTextureParams,
+    TextureParams,
+    randomize_textures,
+)
 from generators.render.base import ClipParams
 from generators.scene.catalog import DISTRACTOR, OBJECT_CATEGORIES, PYBULLET_DATA, default_catalog
 from generators.scene.description import Camera, Light, Material, Scene, SceneObject
@@ -36,7 +44,9 @@ FLOOR_SIZE = 6.0  # metres; the floor's top is the plane z = 0
 FLOOR_TEXTURES = {"grid": "checker_grid.jpg", "checker": "checker_blue.png", "plain": None}
 
 
-class FallingObjectsParams(ClipParams, TextureParams, DistractorParams, SensorParams):
+class FallingObjectsParams(
+    ClipParams, OptionalTextureParams, OptionalDistractorParams, SensorParams
+):
     # semantic
     n_objects: int = Field(8, ge=3, le=20, description="Objects thrown onto the floor.")
     categories: list[Category] = Field(
@@ -74,17 +84,6 @@ class FallingObjectsParams(ClipParams, TextureParams, DistractorParams, SensorPa
     fov: float = Field(40.0, ge=20, le=90, description="Vertical field of view, deg.")
     floor_texture: Literal[tuple(FLOOR_TEXTURES)] = Field(  # type: ignore[valid-type]
         "grid", description="Texture on the floor."
-    )
-    # domain randomization (generators.randomize), off unless asked for
-    texture_share: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Share of objects and the floor given a drawn texture "
-        "(texture_kinds); 0 keeps their random colours.",
-    )
-    flying_distractors_max: int = Field(
-        0, ge=0, le=50, description="Most distractors held in the air in the camera's view."
     )
     # frames (the rest as ClipParams has them)
     n_frames: int = Field(24, ge=1, le=48, description="Frames.")

@@ -15,9 +15,17 @@ from pydantic import Field
 
 from generators.contract.domain import Domain
 from generators.contract.generator import Generator
-from generators.randomize.distractors import DistractorParams, add_flying_distractors
+from generators.randomize.distractors import (
+    DistractorParams,
+    OptionalDistractorParams,
+    add_flying_distractors,
+)
 from generators.randomize.sensor import SensorParams
-from generators.randomize.surfaces import TextureParams, randomize_textures
+from generators.randomize.surfaces import (
+    OptionalTextureParams,
+    TextureParams,
+    randomize_textures,
+)
 from generators.render.base import ClipParams
 from generators.scene.catalog import (
     DISTRACTOR,
@@ -54,7 +62,7 @@ TABLE_TEXTURES = {
 }
 
 
-class TabletopParams(ClipParams, TextureParams, DistractorParams, SensorParams):
+class TabletopParams(ClipParams, OptionalTextureParams, OptionalDistractorParams, SensorParams):
     # semantic
     n_objects: int = Field(4, ge=1, le=20, description="Objects of interest dropped on the table.")
     categories: list[ObjectCategory] = Field(
@@ -112,17 +120,6 @@ class TabletopParams(ClipParams, TextureParams, DistractorParams, SensorParams):
     )
     shake: float = Field(
         1.5, ge=0, le=10, description="Handheld: amplitude of the camera's wobble, deg."
-    )
-    # domain randomization (generators.randomize), off unless asked for
-    texture_share: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Share of objects, distractors and the table given a "
-        "drawn texture (texture_kinds); 0 keeps object_texture's looks.",
-    )
-    flying_distractors_max: int = Field(
-        0, ge=0, le=50, description="Most distractors held in the air in the camera's view."
     )
     # frames (the rest as ClipParams has them)
     start_time: float = Field(

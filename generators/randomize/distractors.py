@@ -39,6 +39,14 @@ class DistractorParams(BaseModel):
         return self
 
 
+class OptionalDistractorParams(DistractorParams):
+    """``DistractorParams`` off unless asked for: for a generator with scenes of its own."""
+
+    flying_distractors_max: int = Field(
+        0, ge=0, le=MAX_DISTRACTORS, description="Most flying distractors (0: none)."
+    )
+
+
 def add_flying_distractors(
     scene: Scene,
     params: DistractorParams,

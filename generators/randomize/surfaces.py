@@ -93,6 +93,19 @@ class TextureParams(BaseModel):
         return self
 
 
+class OptionalTextureParams(TextureParams):
+    """``TextureParams`` off unless asked for: for a generator whose scenes have looks of
+    their own."""
+
+    texture_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of objects, distractors and surfaces given a drawn "
+        "texture (texture_kinds); 0 keeps the generator's own looks.",
+    )
+
+
 class MaterialParams(BaseModel):
     roughness_min: float = Field(0.2, ge=0, le=1, description="Least material roughness.")
     roughness_max: float = Field(0.9, ge=0, le=1, description="Most material roughness.")

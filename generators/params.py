@@ -113,6 +113,15 @@ class GeneratorParams(BaseModel):
                 raise TypeError(f"{cls.__name__}.{name}: every parameter needs a default")
 
 
+def check_range(model: object, *names: str) -> None:
+    """Each ``<name>_min`` at most its ``<name>_max``: a range given as two parameters (a
+    parameter model's ``model_validator`` calls it)."""
+    for name in names:
+        low, high = getattr(model, f"{name}_min"), getattr(model, f"{name}_max")
+        if low > high:
+            raise ValueError(f"{name}_min ({low}) is above {name}_max ({high})")
+
+
 @dataclass(frozen=True)
 class ParamDoc:
     name: str

@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 
 from generators.contract.domain import Domain
 from generators.contract.generator import Generator
+from generators.params import check_range
 from generators.randomize.distractors import (
     DistractorParams,
     OptionalDistractorParams,
@@ -91,16 +92,7 @@ class FallingObjectsParams(
 
     @model_validator(mode="after")
     def _consistent(self) -> FallingObjectsParams:
-        for lo, hi in (
-            ("scale_min", "scale_max"),
-            ("light_temperature_min", "light_temperature_max"),
-            ("camera_radius_min", "camera_radius_max"),
-            ("camera_elevation_min", "camera_elevation_max"),
-        ):
-            if getattr(self, lo) > getattr(self, hi):
-                raise ValueError(
-                    f"{lo}={getattr(self, lo)} must not exceed {hi}={getattr(self, hi)}"
-                )
+        check_range(self, "scale", "light_temperature", "camera_radius", "camera_elevation")
         return self
 
 

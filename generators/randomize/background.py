@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from generators.randomize.streams import check_range, recorded, stream
+from generators.params import check_range
+from generators.randomize.streams import recorded, stream
 from generators.randomize.surfaces import ImageFolder, folder_images
 from generators.randomize.textures import TEXTURE_KINDS, draw_texture, texture_file
 from generators.scene.description import Scene

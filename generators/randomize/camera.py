@@ -9,7 +9,8 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 from scipy.spatial.transform import Rotation
 
-from generators.randomize.streams import check_range, recorded, stream
+from generators.params import check_range
+from generators.randomize.streams import recorded, stream
 from generators.scene.description import Scene
 from generators.scene.geometry import Vec3, look_at, quat_wxyz, spherical_to_cartesian
 

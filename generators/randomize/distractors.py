@@ -11,7 +11,8 @@ import math
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from generators.randomize.streams import check_range, recorded, stream
+from generators.params import check_range
+from generators.randomize.streams import recorded, stream
 from generators.scene.catalog import DISTRACTOR, Catalog
 from generators.scene.description import Scene, SceneObject
 from generators.scene.geometry import Vec3, quat_wxyz, random_rotation, rotation

@@ -9,7 +9,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from generators.randomize.streams import check_range, recorded, stream
+from generators.params import check_range
+from generators.randomize.streams import recorded, stream
 from generators.scene.description import Light, Scene
 from generators.scene.geometry import Vec3, spherical_to_cartesian
 from generators.scene.placement import kelvin_to_rgb

@@ -16,14 +16,6 @@ def stream(seed: int, *names: str) -> np.random.Generator:
     return np.random.default_rng([seed, *(zlib.crc32(n.encode()) for n in names)])
 
 
-def check_range(model: object, *names: str) -> None:
-    """Each ``<name>_min`` at most its ``<name>_max`` (a parameter model's validator)."""
-    for name in names:
-        low, high = getattr(model, f"{name}_min"), getattr(model, f"{name}_max")
-        if low > high:
-            raise ValueError(f"{name}_min ({low}) is above {name}_max ({high})")
-
-
 def recorded(scene: Scene, name: str, drawn: object, **changes: object) -> Scene:
     """``scene`` with ``changes`` made and what randomizer ``name`` drew in its record
     (``Scene.randomization``)."""

@@ -16,7 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
 
-from generators.randomize.streams import check_range, recorded, stream
+from generators.params import check_range
+from generators.randomize.streams import recorded, stream
 from generators.randomize.textures import TEXTURE_KINDS, draw_texture, image_folder, texture_file
 from generators.scene.catalog import DISTRACTOR
 from generators.scene.description import Scene, SceneObject

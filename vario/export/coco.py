@@ -65,8 +65,12 @@ class _SplitParts:
         self.annotations.close()
 
 
+_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # made once: ``dumps``
+# with options makes an encoder per call
+
+
 def _line(entry: dict[str, Any] | list[dict[str, Any]]) -> str:
-    return json.dumps(entry, allow_nan=False, separators=(",", ":")) + "\n"
+    return _JSON.encode(entry) + "\n"
 
 
 def _copy_array(out: TextIO, lines: Path) -> None:
@@ -132,7 +136,7 @@ class CocoWriter:
         if parts is None:
             parts = self.splits[frame.split] = _SplitParts(self.parts_dir, frame.split)
         file_name = f"{frame.stem}.png"
-        self.ctx.write_image(Path("images", frame.split, file_name), frame, "rgb")
+        self.ctx.write_image(f"images/{frame.split}/{file_name}", frame, "rgb")
         row = frame.row
         image_id = self.next_image
         self.next_image += 1

@@ -8,10 +8,11 @@ two-core machine than writing it; a second process runs the copies truly beside 
 ``Copier`` (in the export's process) sends the copier process one line of JSON per job:
 the archive and, for each image, its member, where it goes (relative to the export's folder)
 and its SHA-256 when recorded at render time. The process (``python -m vario.export.copier
-PARENT_PID ROOT [--cache CACHE]``) copies each image unless a resumed export already holds it
-whole (its size), or, with a cache, links it to the cache's read-only copy (``--link``:
-``<cache>/<digest[:2]>/<digest><suffix>``, made once under a temporary name). At the end it
-answers one line: the bytes copied and every digest it had to compute. On an error it answers
+PARENT_PID ROOT [--cache CACHE]``) copies each image (by the kernel when its digest is
+known: ``vario.export.members``) unless a resumed export already holds it whole (its
+size), or, with a cache, links it to the cache's read-only copy (``--link``:
+``<cache>/<digest[:2]>/<digest><suffix>``, made once under a temporary name). At the end
+it answers one line: the bytes copied and every digest it had to compute. On an error it answers
 the error and stops; when its input ends without the end mark, or the export's process is
 gone (killed outright), it stops at once, copying nothing more.
 """
@@ -24,9 +25,10 @@ import os
 import subprocess
 import sys
 import threading
-import zipfile
 from pathlib import Path
 from typing import IO, Any
+
+from vario.export.members import ArchiveMembers
 
 END = "end"  # the last line a finished export sends
 
@@ -106,19 +108,25 @@ def _copy_job(
     """One archive's images; returns the bytes copied. Stops the process at once when the
     export's process is gone (killed outright): its folder may be taken over by another."""
     copied = 0
-    with zipfile.ZipFile(job["archive"]) as archive:
+    folders: set[Path] = set()
+    with ArchiveMembers(job["archive"]) as archive:
         for member, relative, sha256 in job["images"]:
             if os.getppid() != parent:
                 os._exit(3)
             target = root / relative
-            size = archive.getinfo(member).file_size
+            size = archive.size(member)
             copied += size
-            if target.exists() and target.stat().st_size == size and sha256:
+            if sha256 and target.exists() and target.stat().st_size == size:
                 continue  # written whole by the export this one resumes
+            if target.parent not in folders:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                folders.add(target.parent)
+            if sha256 is not None and cache is None:
+                archive.copy_to(member, target)  # by the kernel: no bytes through Python
+                continue
             data = archive.read(member)
             if sha256 is None:
                 sha256 = digests[relative] = hashlib.sha256(data).hexdigest()
-            target.parent.mkdir(parents=True, exist_ok=True)
             if cache is None:
                 target.write_bytes(data)
             else:

@@ -87,13 +87,13 @@ class ExportFrame:
 
 
 class FileCopy(Protocol):
-    def __call__(self, path: Path, archive: str, member: str, sha256: str | None) -> None:
+    def __call__(self, path: Path | str, archive: str, member: str, sha256: str | None) -> None:
         """Copy ``member`` of the job archive ``archive`` to ``path`` (relative to the
         export's folder); ``sha256``, when known, is its digest."""
 
 
 class FileWrite(Protocol):
-    def __call__(self, path: Path, data: bytes, sha256: str | None = None) -> None:
+    def __call__(self, path: Path | str, data: bytes, sha256: str | None = None) -> None:
         """Write ``data`` at ``path`` (relative to the export's folder); ``sha256``, when
         known (``ExportFrame.checksum``), is the data's digest and saves hashing it."""
 
@@ -120,9 +120,9 @@ class ExportContext:
         is copied from it (on the copier process), any other written from its bytes."""
         if self.copy is not None and frame.stored(kind) and frame.archive.filename:
             member = frame.row[f"{kind}_path"]
-            self.copy(Path(path), frame.archive.filename, member, frame.checksum(kind))
+            self.copy(path, frame.archive.filename, member, frame.checksum(kind))
         else:
-            self.write(Path(path), frame.image(kind), frame.checksum(kind))
+            self.write(path, frame.image(kind), frame.checksum(kind))
 
     @property
     def destination(self) -> Path:

@@ -21,14 +21,13 @@ import importlib
 import json
 import os
 import shutil
-import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -41,6 +40,7 @@ from vario.batch.spec import checked_batch
 from vario.export import augment as aug
 from vario.export.copier import Copier
 from vario.export.frame import SPLITS, ExportContext, ExportFrame
+from vario.export.members import ArchiveMembers
 from vario.export.select import ExportRequestError, Selection, assign_splits, frame_step
 from vario.run import shard as sh
 from vario.store import sandbox
@@ -306,7 +306,7 @@ def _frames(
         for job_id, rows in by_job.items():
             if job_id not in splits:
                 continue
-            with closing(_JobArchive(sh.archive_path(store.archive_dir(batch), job_id))) as job:
+            with ArchiveMembers(sh.archive_path(store.archive_dir(batch), job_id)) as job:
                 for row in rows:
                     found = by_frame.get((job_id, row["frame"]), [])
                     yield ExportFrame(splits[job_id], job_id, row["frame"], row, found, job)
@@ -315,24 +315,6 @@ def _frames(
                 on_job(done, total_jobs)
     if on_job:  # jobs the slice left without a frame count as done too
         on_job(total_jobs, total_jobs)
-
-
-class _JobArchive:
-    """A job's archive, opened on the first member read: formats that only copy its images
-    (``ExportContext.write_image``) never open it in the export's process."""
-
-    def __init__(self, path: Path):
-        self.filename = str(path)
-        self._open: zipfile.ZipFile | None = None
-
-    def read(self, name: str) -> bytes:
-        if self._open is None:
-            self._open = zipfile.ZipFile(self.filename)
-        return self._open.read(name)
-
-    def close(self) -> None:
-        if self._open is not None:
-            self._open.close()
 
 
 def _shard_tables(
@@ -438,11 +420,12 @@ class _FileWriter:
         self.digests[relative] = sha256 or ""  # or the copier's, once it is done
 
     def _claim(self, path: Path | str) -> str:
-        """``path`` as a name inside the export, not given before."""
-        relative = PurePosixPath(path)
-        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        """``path`` as a name inside the export, not given before (string checks: this runs
+        once per file of the export, and ``pathlib`` cost more than the writing)."""
+        name = path.as_posix() if isinstance(path, Path) else path
+        parts = name.split("/")
+        if name.startswith("/") or {"", ".", ".."} & set(parts):
             raise ValueError(f"{path}: not a path inside the export")
-        name = relative.as_posix()
         if name in self.digests:  # two frames under one name: a writer's bug
             raise ValueError(f"{name} written twice")
         self.digests[name] = ""
@@ -455,13 +438,20 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
+def _files(root: Path) -> Iterator[str]:
+    """Every file under ``root``, by its path relative to it (``/``-separated)."""
+    for folder, _, names in os.walk(root):
+        relative = os.path.relpath(folder, root).replace(os.sep, "/")
+        prefix = "" if relative == "." else f"{relative}/"
+        yield from (prefix + name for name in names)
+
+
 def _write_manifest(
     root: Path, request: dict, summary: ExportSummary, digests: dict[str, str]
 ) -> None:
     """``checksums.sha256`` over every file the writer wrote (or that ``write`` missed:
     files a writer wrote itself are hashed here), then ``export.json``."""
-    files = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    missing = sorted(name for name in files if not digests.get(name))
+    missing = sorted(name for name in _files(root) if not digests.get(name))
     with ThreadPoolExecutor(max_workers=2) as pool:  # hashing lets go of the GIL: two cores
         hashed = pool.map(_sha256, (root / n for n in missing))
         for name, digest in zip(missing, hashed, strict=True):

@@ -1,0 +1,71 @@
+"""Archive members read and copied from their offsets (``vario.export.members``): the same
+bytes as ``zipfile`` gives, damage refused, compressed members through ``zipfile``."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+import pytest
+
+from vario.export.members import ArchiveMembers, MemberError
+
+
+@pytest.fixture
+def archive(tmp_path):
+    path = tmp_path / "job.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("rgb/00000.png", os.urandom(70_000))
+        z.writestr(zipfile.ZipInfo("labels/coco.json"), b'{"images": []}' * 500)
+        z.writestr("depth/00000.png", b"x" * 5_000, compress_type=zipfile.ZIP_DEFLATED)
+    return path
+
+
+def test_every_member_reads_and_copies_as_zipfile_gives_it(archive, tmp_path):
+    with zipfile.ZipFile(archive) as z, ArchiveMembers(archive) as members:
+        for info in z.infolist():
+            expected = z.read(info)
+            assert members.read(info.filename) == expected
+            target = tmp_path / "copy.bin"
+            assert members.copy_to(info.filename, target) == len(expected)
+            assert target.read_bytes() == expected
+            assert members.size(info.filename) == len(expected)
+
+
+def test_a_damaged_stored_member_is_refused_on_read(archive):
+    with zipfile.ZipFile(archive) as z:
+        info = z.getinfo("rgb/00000.png")
+        data = z.read(info)
+    raw = bytearray(archive.read_bytes())
+    at = raw.index(data[:64])
+    raw[at + 100] ^= 0xFF
+    archive.write_bytes(bytes(raw))
+    with ArchiveMembers(archive) as members, pytest.raises(MemberError, match="CRC-32"):
+        members.read("rgb/00000.png")
+
+
+def test_a_member_whose_local_header_is_not_there_is_refused(archive, tmp_path):
+    with zipfile.ZipFile(archive) as z:
+        offset = z.getinfo("rgb/00000.png").header_offset
+    raw = bytearray(archive.read_bytes())
+    raw[offset : offset + 4] = b"XXXX"
+    archive.write_bytes(bytes(raw))
+    with ArchiveMembers(archive) as members:
+        with pytest.raises(MemberError, match="local header"):
+            members.read("rgb/00000.png")
+        with pytest.raises(MemberError, match="local header"):
+            members.copy_to("rgb/00000.png", tmp_path / "out.png")
+        assert not (tmp_path / "out.png").exists()
+
+
+def test_a_member_not_in_the_archive_is_a_key_error(archive):
+    with ArchiveMembers(archive) as members, pytest.raises(KeyError):
+        members.read("rgb/99999.png")
+
+
+def test_the_archive_is_opened_on_the_first_member_only_and_closed_after(archive):
+    members = ArchiveMembers(archive)
+    assert members._zip is None  # a format that only copies never opens it here
+    members.read("rgb/00000.png")
+    members.close()
+    assert members._zip is None and members._fd == -1

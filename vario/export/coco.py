@@ -26,12 +26,13 @@ JSON.
 
 from __future__ import annotations
 
-import json
 import shutil
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from typing import Any, BinaryIO, ClassVar
+
+import orjson
 
 from vario.export.frame import BOX, SPLITS, ExportContext, ExportFrame, check_options
 
@@ -54,8 +55,8 @@ class _SplitParts:
         folder.mkdir(parents=True, exist_ok=True)
         self.images_path = folder / f"{split}.images.jsonl"
         self.annotations_path = folder / f"{split}.annotations.jsonl"
-        self.images: TextIO = self.images_path.open("w", encoding="utf-8")
-        self.annotations: TextIO = self.annotations_path.open("w", encoding="utf-8")
+        self.images: BinaryIO = self.images_path.open("wb")
+        self.annotations: BinaryIO = self.annotations_path.open("wb")
         self.n_images = 0
         self.n_annotations = 0
         self.per_category: dict[str, int] = {}
@@ -65,23 +66,20 @@ class _SplitParts:
         self.annotations.close()
 
 
-_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # made once: ``dumps``
-# with options makes an encoder per call
+def _line(entry: dict[str, Any] | list[dict[str, Any]]) -> bytes:
+    """``entry`` as compact JSON (orjson: a NaN would be ``null``) and a newline."""
+    return orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
 
 
-def _line(entry: dict[str, Any] | list[dict[str, Any]]) -> str:
-    return _JSON.encode(entry) + "\n"
-
-
-def _copy_array(out: TextIO, lines: Path) -> None:
+def _copy_array(out: BinaryIO, lines: Path) -> None:
     """The lines of ``lines`` (JSON values, or several comma-separated) as the elements of a
     JSON array, streamed."""
-    out.write("[")
-    with lines.open(encoding="utf-8") as source:
+    out.write(b"[")
+    with lines.open("rb") as source:
         for n, line in enumerate(source):
-            out.write(",\n" if n else "\n")
-            out.write(line.rstrip("\n"))
-    out.write("\n]")
+            out.write(b",\n" if n else b"\n")
+            out.write(line.rstrip(b"\n"))
+    out.write(b"\n]")
 
 
 class CocoWriter:
@@ -179,7 +177,7 @@ class CocoWriter:
             self.next_annotation += 1
             parts.per_category[category] = parts.per_category.get(category, 0) + 1
         if annotations:  # one line: the frame's annotations, comma-separated
-            parts.annotations.write(_line(annotations)[1:-2] + "\n")
+            parts.annotations.write(_line(annotations)[1:-2] + b"\n")
             parts.n_annotations += len(annotations)
 
     def close(self) -> dict[str, Any]:
@@ -194,15 +192,15 @@ class CocoWriter:
             parts = self.splits.get(split) or _SplitParts(self.parts_dir, split)
             parts.close()
             path = folder / f"instances_{split}.json"
-            with path.open("w", encoding="utf-8") as out:
-                out.write(json.dumps(head, allow_nan=False)[:-1])  # the object left open
-                out.write(',\n"images": ')
+            with path.open("wb") as out:
+                out.write(orjson.dumps(head)[:-1])  # the object left open
+                out.write(b',\n"images": ')
                 _copy_array(out, parts.images_path)
-                out.write(',\n"annotations": ')
+                out.write(b',\n"annotations": ')
                 _copy_array(out, parts.annotations_path)
-                out.write(',\n"categories": ')
-                out.write(json.dumps(self.categories))
-                out.write("}\n")
+                out.write(b',\n"categories": ')
+                out.write(orjson.dumps(self.categories))
+                out.write(b"}\n")
             files.append(path.relative_to(self.ctx.out).as_posix())
             images[split] = parts.n_images
             annotations[split] = parts.n_annotations

@@ -101,7 +101,7 @@ def _encodings(schema: pa.Schema) -> dict[str, Any]:
     """``ParquetWriter`` options per column: zstd and dictionaries, but not for PNG bytes,
     which neither compress nor repeat (trying cost as much as writing them)."""
     buffer = pa.BufferOutputStream()
-    pq.write_table(schema.empty_table(), buffer)
+    pq.write_table(pa.Table.from_batches([], schema=schema), buffer)  # no pandas import
     parquet = pq.ParquetFile(pa.BufferReader(buffer.getvalue())).schema
     leaves = [parquet.column(i).path for i in range(len(parquet))]  # "image.bytes", ...
     images = {f"{field.name}.bytes" for field in schema if field.type == IMAGE}

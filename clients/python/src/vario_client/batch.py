@@ -16,10 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from vario_client.errors import ApiError, raise_for
+from vario_client.errors import ApiError
 from vario_client.models import BatchStatus, JobRow
-
-CHUNK = 1 << 20
+from vario_client.transfer import Failure, Transfers
 
 
 @dataclass(frozen=True)
@@ -104,16 +103,14 @@ class Batch:
         if status["state"] == "failed":
             raise ApiError(422, f"export {started['id']} failed: {status['error']}")
         folder = Path(folder)
-        for name in status["files"]:
-            target = folder / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with self.client.http.stream("GET", f"/exports/{status['id']}/files/{name}") as answer:
-                if answer.status_code >= 400:
-                    answer.read()
-                    raise_for(answer)
-                with target.open("wb") as out:
-                    for chunk in answer.iter_bytes(CHUNK):
-                        out.write(chunk)
+        with self.client.transfers() as transfers:
+            for name in status["files"]:
+                target = folder / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with transfers.get(f"/exports/{status['id']}/files/{name}") as answer:
+                    answer.raise_for_status()
+                    with target.open("wb", buffering=0) as out:
+                        answer.save(out)
         return status
 
     def jobs(self, status: str | None = None, page: int = 500) -> Iterator[JobRow]:
@@ -132,8 +129,10 @@ class Batch:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         done = [j.job_id for j in self.jobs(status="done")]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(lambda job: _download(self.client, job, folder), done))
+        with self.client.transfers() as transfers, ThreadPoolExecutor(workers) as pool:
+            results = list(
+                pool.map(lambda job: _download(self.client, transfers, job, folder), done)
+            )
         transferred = [n for n in results if n is not None]
         return DownloadSummary(len(transferred), len(results) - len(transferred), sum(transferred))
 
@@ -159,37 +158,47 @@ def _sha256(path: Path) -> str:
     return _hasher(path).hexdigest()
 
 
-def _download(client, job_id: str, folder: Path) -> int | None:
-    """One archive; the bytes transferred, or None when the file was complete already."""
+def _download(client, transfers: Transfers, job_id: str, folder: Path) -> int | None:
+    """One archive; the bytes transferred, or None when the file was complete already.
+    A connection that fails, a 5xx answer or a body cut short is retried with backoff
+    (``client.retries`` times), resuming from what arrived."""
     target = folder / f"{job_id}.zip"
     part = target.with_name(target.name + ".part")
     etag_file = target.with_name(target.name + ".etag")
-    headers: dict[str, str] = {}
-    if target.exists():
-        headers["If-None-Match"] = f'"{_sha256(target)}"'
-    elif part.exists() and etag_file.exists():
-        headers["Range"] = f"bytes={part.stat().st_size}-"
-        headers["If-Range"] = etag_file.read_text()
-    with client.http.stream("GET", f"/jobs/{job_id}/archive", headers=headers) as response:
-        if response.status_code == 304:
-            return None
-        if response.status_code == 416:  # the part is no part of this archive: start over
-            part.unlink()
-            etag_file.unlink()
-            return _download(client, job_id, folder)
-        if response.status_code >= 400:
-            response.read()
-            raise_for(response)
-        etag = response.headers["ETag"]
-        etag_file.write_text(etag)
-        resumed = response.status_code == 206
-        digest = _hasher(part if resumed else None)  # hashed as it arrives: no second read
-        received = 0
-        with part.open("ab" if resumed else "wb") as out:
-            for chunk in response.iter_raw():
-                out.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
+    received, failures = 0, 0
+    while True:
+        headers: dict[str, str] = {}
+        if target.exists():
+            headers["If-None-Match"] = f'"{_sha256(target)}"'
+        elif part.exists() and etag_file.exists():
+            headers["Range"] = f"bytes={part.stat().st_size}-"
+            headers["If-Range"] = etag_file.read_text()
+        try:
+            with transfers.get(f"/jobs/{job_id}/archive", headers) as answer:
+                if answer.status == 304:
+                    return None
+                if answer.status == 416:  # the part is no part of this archive: start over
+                    part.unlink()
+                    etag_file.unlink()
+                    continue
+                if answer.status < 500 or failures == client.retries:
+                    answer.raise_for_status()
+                if answer.status < 500:
+                    etag = answer.headers["ETag"]
+                    etag_file.write_text(etag)
+                    resumed = answer.status == 206
+                    digest = _hasher(part if resumed else None)  # hashed as it arrives
+                    with part.open("ab" if resumed else "wb", buffering=0) as out:
+                        try:
+                            answer.save(out, digest)
+                        finally:  # a cut body's bytes were transferred too
+                            received += answer.received
+                    break
+        except Failure:
+            if failures == client.retries:
+                raise
+        failures += 1
+        time.sleep(0.5 * 2 ** (failures - 1))
     if digest.hexdigest() != etag.strip('"'):
         part.unlink()
         etag_file.unlink()

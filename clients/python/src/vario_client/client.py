@@ -1,5 +1,6 @@
 """``Client``: one HTTP session with the API key, typed answers, retries with backoff on
-connection errors and 5xx answers (POSTs only when they carry an idempotency key)."""
+connection errors and 5xx answers (POSTs only when they carry an idempotency key). Files'
+bytes (archives, exports) come over their own connections (``vario_client.transfer``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import httpx
 
 from vario_client.errors import raise_for
 from vario_client.models import GeneratorDetail, GeneratorSummary, QueryResult, Submitted
+from vario_client.transfer import Transfers
 
 
 class Client:
@@ -25,15 +27,12 @@ class Client:
         *,
         timeout: float = 30.0,
         retries: int = 3,
-        transport: httpx.BaseTransport | None = None,
     ):
         self.retries = retries
-        self.http = httpx.Client(
-            base_url=f"{url.rstrip('/')}/v1",
-            headers={"Authorization": f"Bearer {api_key}"},
-            timeout=timeout,
-            transport=transport,
-        )
+        self.base_url = f"{url.rstrip('/')}/v1"
+        self.timeout = timeout
+        self._auth = {"Authorization": f"Bearer {api_key}"}
+        self.http = httpx.Client(base_url=self.base_url, headers=self._auth, timeout=timeout)
 
     def __enter__(self) -> Client:
         return self
@@ -92,6 +91,10 @@ class Client:
         return QueryResult.model_validate(self._json("POST", "/query", json=body))
 
     # -- plumbing ----------------------------------------------------------------------
+
+    def transfers(self) -> Transfers:
+        """Connections for files' bytes (``vario_client.transfer``): archives and exports."""
+        return Transfers(self.base_url, self._auth, self.timeout)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)

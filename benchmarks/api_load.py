@@ -158,19 +158,27 @@ def _cpu_seconds(pid: int) -> float:
 
 def _download_figures(url: str, key: str, archives: list[Path], folder: Path, pid: int) -> None:
     """Downloading the batch with the client (every archive verified and written) against
-    reading the same files, and, for scale, against reading, hashing and writing them with
+    reading the same files, and, for scale, against copying them (reading and writing: what
+    any download to disk does at least) and against reading, hashing and writing them with
     no HTTP (what a verified download does besides the transfer); each from a cold page
     cache, ``TURNS`` times in turn, medians compared."""
     from vario_client import Client
 
     size = sum(p.stat().st_size for p in archives) / 2**20
-    disk, local, http, cpu = [], [], [], []
+    disk, plain, local, http, cpu = [], [], [], [], []
     for turn in range(TURNS):
         cold = _drop_caches()
         begun = time.perf_counter()
         for path in archives:
             path.read_bytes()
         disk.append(time.perf_counter() - begun)
+        _drop_caches()
+        copies = folder / f"plain-{turn}"
+        copies.mkdir()
+        begun = time.perf_counter()
+        for path in archives:
+            (copies / path.name).write_bytes(path.read_bytes())
+        plain.append(time.perf_counter() - begun)
         _drop_caches()
         copies = folder / f"copied-{turn}"
         copies.mkdir()
@@ -188,7 +196,7 @@ def _download_figures(url: str, key: str, archives: list[Path], folder: Path, pi
             http.append(time.perf_counter() - begun)
         cpu.append((_cpu_seconds(pid) - server_cpu, time.process_time() - own_cpu))
         assert summary.downloaded == len(archives)
-    disk_s, local_s, http_s = (statistics.median(t) for t in (disk, local, http))
+    disk_s, plain_s, local_s, http_s = (statistics.median(t) for t in (disk, plain, local, http))
     ratio = disk_s / http_s
     verdict = "met" if ratio >= TARGET_THROUGHPUT else "MISSED"
     print(
@@ -199,6 +207,8 @@ def _download_figures(url: str, key: str, archives: list[Path], folder: Path, pi
     )
     server_cpu, client_cpu = (statistics.median(c[i] for c in cpu) for i in (0, 1))
     print(
+        f"  read and write them (a copy: any download's floor): {size / plain_s:.0f} MiB/s, "
+        f"{disk_s / plain_s:.2f} of the read\n"
         f"  read, hash and write them with no HTTP: {size / local_s:.0f} MiB/s "
         f"(the download is {local_s / http_s:.2f} of it); CPU seconds per download: "
         f"server {server_cpu:.2f}, client {client_cpu:.2f}, on {os.cpu_count()} cores"

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
-import pyarrow as pa
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from assets_defs.batches import render_shard_job
@@ -135,7 +134,7 @@ def watch_jobs(
     """Report (done, failed) jobs of the batch twice a second from the archives folder, in a
     background thread, until the returned function is called."""
     folder = store.archive_dir(plan.spec.name)
-    job_ids = set(read_manifest(pa.BufferReader(plan.parquet), columns=["job_id"])[0].to_pylist())
+    job_ids = set(read_manifest(plan.source(), columns=["job_id"])[0].to_pylist())
     stop = threading.Event()
 
     def poll() -> None:

@@ -65,11 +65,21 @@ class Plan:
 
     @property
     def manifest(self) -> pa.Table:
-        return read_manifest(pa.BufferReader(self.parquet))
+        return read_manifest(self.source())
+
+    def source(self) -> pa.BufferReader:
+        """The manifest's Parquet bytes to read, copied into memory that Arrow owns. A reader
+        over Python ``bytes`` needs the GIL to let go of them; when the last reference goes on
+        one of Arrow's threads while the interpreter shuts down, that thread is stopped inside
+        a C++ destructor and the process aborts ("terminate called without an active
+        exception", apache/arrow#33975): seen once in about a hundred planning processes."""
+        owned = pa.BufferOutputStream()
+        owned.write(self.parquet)
+        return pa.BufferReader(owned.getvalue())
 
     def head(self, rows: int) -> pa.Table:
         """The first ``rows`` jobs, reading only the row groups that hold them."""
-        file = pq.ParquetFile(pa.BufferReader(self.parquet))
+        file = pq.ParquetFile(self.source())
         groups = range(min(file.num_row_groups, -(-rows // MANIFEST_ROW_GROUP)))
         return file.read_row_groups(list(groups), use_threads=False).slice(0, rows)
 
@@ -77,8 +87,8 @@ class Plan:
 def read_manifest(source, *, columns: list[str] | None = None, shard: str | None = None):
     """A manifest (a path or a buffer), or some of its columns, or one shard's rows: the
     shard is found from the row groups' statistics, so a shard of a million-job batch reads
-    a few thousand rows. Single-threaded: a threaded read from memory can abort the
-    process at exit (apache/arrow #33975)."""
+    a few thousand rows. Single-threaded, and a buffer should be Arrow's (``Plan.source``):
+    a read from memory can abort the process at exit (apache/arrow#33975)."""
     filters = [("shard", "=", shard)] if shard is not None else None
     return pq.read_table(source, columns=columns, filters=filters, use_threads=False)
 

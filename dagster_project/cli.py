@@ -8,6 +8,7 @@ commands that need them, so ``vario --help`` and ``vario generators list`` answe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -799,7 +800,12 @@ def serve(host: str, port: int, no_daemon: bool) -> None:
         log = _store().root / "logs" / "daemon.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as sink:  # its event log belongs in the UI
-            daemon = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+            daemon = subprocess.Popen(
+                command,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group: what it starts is stopped with it
+            )
         try:
             daemon.wait(timeout=3)  # one that cannot start ends at once
         except subprocess.TimeoutExpired:
@@ -809,17 +815,29 @@ def serve(host: str, port: int, no_daemon: bool) -> None:
             err.print(log.read_text()[-2000:], markup=False)
             sys.exit(1)
     out.print(f"Vario API on http://{host}:{port} (docs: /docs)", markup=False)
+    # uvicorn stops on SIGTERM, then raises it again: as SystemExit, so the daemon is stopped
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     try:
         app = "dagster_project.api:served_app"
         uvicorn.run(app, factory=True, host=host, port=port, log_level="warning", access_log=False)
     finally:
         if daemon is not None:
-            daemon.terminate()
-            try:
-                daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+            _stop_group(daemon)
+
+
+def _stop_group(leader: subprocess.Popen, grace: float = 30) -> None:
+    """Stop ``leader`` and every process of its group: SIGTERM to all, ``grace`` seconds for
+    the leader to end (the daemon stops its code servers and runs), then SIGKILL to whatever
+    is left. A Dagster code server does not always end when told (its gRPC server can wait
+    forever for a termination event that is never set), and once the daemon is gone
+    nothing else would stop it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        leader.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader.pid, signal.SIGKILL)
+    leader.wait()
 
 
 @main.group("api-key")

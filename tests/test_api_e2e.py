@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -103,9 +104,29 @@ def test_a_client_submits_waits_and_downloads_through_the_daemon(
         print(log.read_text()[-4000:], file=sys.stderr)
         raise
     finally:
-        os.killpg(process.pid, signal.SIGTERM)  # the server, its daemon and their runs
+        os.killpg(process.pid, signal.SIGTERM)  # the server, which stops its daemon and runs
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+    assert _processes_of(home) == []  # the daemon, its code servers and runs ended too
+
+
+def _processes_of(home: Path) -> list[int]:
+    """Processes that run with ``DAGSTER_HOME`` set to ``home`` (a minute at most for them
+    to end)."""
+    marker = f"DAGSTER_HOME={home}".encode()
+    for _ in range(60):
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                environ = (entry / "environ").read_bytes() if entry.name.isdigit() else b""
+            except OSError:  # ended meanwhile, or not ours to read
+                continue
+            if marker in environ.split(b"\0"):
+                found.append(int(entry.name))
+        if not found:
+            return []
+        time.sleep(1)
+    return found

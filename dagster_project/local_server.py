@@ -32,7 +32,7 @@ class LocalServer:
                 env={**os.environ, **settings},
                 stdout=sink,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # its group: the daemon and runs stop with it
+                start_new_session=True,  # its own group: SIGTERM to it stops it, and it its daemon
             )
         atexit.register(self.stop)
         self._wait(timeout)

@@ -22,7 +22,6 @@ import httpx
 import pytest
 import yaml
 from browser import browser_page
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from dagster_project.definitions import defs
 from vario.quality.checks import CHECKS
@@ -235,19 +234,18 @@ def test_ui_log_carries_no_warning(ui):
 
 
 def _dismiss_newsletter(page) -> None:
-    """Dagster's first-visit dialog (a newsletter sign-up) covers the page: skipped."""
-    skip = page.get_by_role("button", name="Skip")
-    with contextlib.suppress(PlaywrightTimeout):  # no dialog this time: nothing to dismiss
-        skip.click(timeout=5000)
+    """Dagster's first-visit dialog (a newsletter sign-up) covers the page whenever it comes
+    (seconds after the page, on a busy machine): skipped before the next action it blocks."""
+    page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
 
 
 def test_a_user_finds_a_batchs_checks_and_previews_in_the_browser(ui):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with browser_page() as page:
+        _dismiss_newsletter(page)
         page.goto(
             f"{ui.url}/assets/batch_dataset?view=lineage&lineageScope=neighbors&lineageDepth=3"
         )
-        _dismiss_newsletter(page)
         page.get_by_text("rendered_shard", exact=True).first.wait_for(timeout=60_000)
         for name in ("batch_manifest", "shard_labels", "batch_export", "dataset_export"):
             assert page.get_by_text(name, exact=True).count() >= 1, name

@@ -27,7 +27,7 @@ from typing import Annotated
 
 import numpy as np
 import pybullet_data
-from pydantic import AfterValidator, WithJsonSchema
+from pydantic import AfterValidator, TypeAdapter, ValidationError, WithJsonSchema
 
 from generators.settings import settings
 
@@ -241,20 +241,76 @@ BUILTIN_CATEGORIES = (
 )
 
 
+def _write_cached(path: Path, text: str) -> None:
+    """A cache file written whole or not at all: concurrent workers never read half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def _primitive_mesh(name: str) -> Path:
-    """Write the primitive's OBJ once (atomically, so concurrent workers never read half a file)."""
+    """The primitive's OBJ, written into the cache folder once."""
     path = cache_dir() / "primitives" / f"{name}.obj"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".obj.tmp")
         import trimesh
 
         make, arguments = _PRIMITIVES[name]
         mesh = getattr(trimesh.creation, make)(**arguments)
-        with os.fdopen(fd, "w") as f:
-            f.write(trimesh.exchange.obj.export_obj(mesh, include_texture=False))
-        os.replace(tmp, path)
+        _write_cached(path, trimesh.exchange.obj.export_obj(mesh, include_texture=False))
     return path
+
+
+# a distractor as cached: URDF and mesh paths relative to pybullet_data, scale, colour
+_Distractor = tuple[str, str, tuple[float, float, float], tuple[float, float, float, float]]
+_DISTRACTORS = TypeAdapter(list[_Distractor])
+
+
+def _distractors() -> list[AssetEntry]:
+    """The ``random_urdfs`` objects whose mesh is finite, as ``distractor`` entries.
+
+    Parsing the 1,000 URDFs and scanning their meshes took a fifth of a second of every
+    process that loads the catalog (render workers, exports, the CLI). What it finds depends
+    on ``pybullet_data``'s files alone, which the package's version stands for (as in the
+    content hash), so it is kept in the cache folder once per version; a cache file that
+    does not read back as expected is made again."""
+    path = cache_dir() / "catalog" / f"random_urdfs-pybullet-{version('pybullet')}.json"
+    try:
+        found = _DISTRACTORS.validate_json(path.read_bytes())
+        if any(not _inside_package(name) for row in found for name in row[:2]):
+            raise ValueError(f"{path}: a path outside pybullet_data")
+    except (OSError, ValidationError, ValueError):
+        found = _scan_distractors()
+        _write_cached(path, _DISTRACTORS.dump_json(found).decode())
+    return [
+        AssetEntry(
+            f"random_{Path(urdf).stem}",
+            DISTRACTOR,
+            PYBULLET_DATA / mesh,
+            PYBULLET_DATA / mesh,
+            PYBULLET_DATA / urdf,
+            scale,
+            rgba,
+        )
+        for urdf, mesh, scale, rgba in found
+    ]
+
+
+def _inside_package(name: str) -> bool:
+    """Whether a cached relative path names a file inside ``pybullet_data``."""
+    parts = Path(name).parts
+    return bool(parts) and not Path(name).is_absolute() and ".." not in parts
+
+
+def _scan_distractors() -> list[_Distractor]:
+    found = []
+    for urdf in sorted((PYBULLET_DATA / "random_urdfs").glob("*/*.urdf")):
+        mesh, scale, rgba = _urdf_mesh(urdf)
+        if _finite_obj(mesh):  # random_urdfs/168 ships NaN vertices
+            relative = (urdf.relative_to(PYBULLET_DATA), mesh.relative_to(PYBULLET_DATA))
+            found.append((*(p.as_posix() for p in relative), scale, rgba))
+    return found
 
 
 def _urdf_mesh(
@@ -406,11 +462,7 @@ def default_catalog() -> Catalog:
         entries.append(
             AssetEntry(name, name, path, path, None, (1.0,) * 3, _PRIMITIVE_COLORS[name], None, 0.1)
         )
-    for urdf in sorted((PYBULLET_DATA / "random_urdfs").glob("*/*.urdf")):
-        mesh, scale, rgba = _urdf_mesh(urdf)
-        if not _finite_obj(mesh):  # random_urdfs/168 ships NaN vertices
-            continue
-        entries.append(AssetEntry(f"random_{urdf.stem}", DISTRACTOR, mesh, mesh, urdf, scale, rgba))
+    entries += _distractors()
     entries += [_user_entry(path) for path in user_asset_files()]
     return Catalog(entries)
 

@@ -88,8 +88,13 @@ def read_manifest(source, *, columns: list[str] | None = None, shard: str | None
     """A manifest (a path or a buffer), or some of its columns, or one shard's rows: the
     shard is found from the row groups' statistics, so a shard of a million-job batch reads
     a few thousand rows. Single-threaded, and a buffer should be Arrow's (``Plan.source``):
-    a read from memory can abort the process at exit (apache/arrow#33975)."""
-    filters = [("shard", "=", shard)] if shard is not None else None
+    a read from memory can abort the process at exit (apache/arrow#33975). Without a shard
+    the file is read as one file, not as a dataset: ``pyarrow.dataset`` imports pandas,
+    a quarter of a second of every process that reads a batch's shard list."""
+    if shard is None:
+        with pq.ParquetFile(source) as file:
+            return file.read(columns=columns, use_threads=False)
+    filters = [("shard", "=", shard)]
     return pq.read_table(source, columns=columns, filters=filters, use_threads=False)
 
 

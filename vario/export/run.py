@@ -298,10 +298,10 @@ def _frames(
             frames = frames.select([*keys, *digest, *columns["frames"]])
             objects = objects.select([*keys, *columns["objects"]])
         by_frame: dict[tuple[str, int], list[dict]] = {}
-        for row in objects.to_pylist():
+        for row in _rows(objects, batch, columns is None):
             by_frame.setdefault((row["job_id"], row["frame"]), []).append(row)
         by_job: dict[str, list[dict]] = {}
-        for row in frames.to_pylist():  # sorted by job and frame
+        for row in _rows(frames, batch, columns is None):  # sorted by job and frame
             by_job.setdefault(row["job_id"], []).append(row)
         for job_id, rows in by_job.items():
             if job_id not in splits:
@@ -325,16 +325,20 @@ def _shard_tables(
     selection: Selection,
 ) -> tuple[pa.Table, pa.Table] | None:
     """The shard's kept frames (sorted by job and frame) and selected objects (by job,
-    frame and instance), or None for a shard without tables."""
+    frame and instance), as stored (no ``batch`` column: ``_rows``), or None for a shard
+    without tables."""
     paths = [store.table_path(t, batch, shard) for t in ("frames", "objects")]
     if not all(p.exists() for p in paths):
         return None
-    frames, objects = (_with_batch(pq.read_table(p, use_threads=False), batch) for p in paths)
+    frames, objects = (_read(p) for p in paths)
     step = frame_step(selection.frames)
-    frames, objects = frames.filter(_kept(frames, step)), objects.filter(_kept(objects, step))
+    if step != 1:
+        frames, objects = frames.filter(_kept(frames, step)), objects.filter(_kept(objects, step))
     expression = selection.expression()
-    if expression is not None:
-        objects = con.from_arrow(objects).filter(expression).to_arrow_table()
+    if expression is not None:  # on the columns the dataset's views have, ``batch`` too
+        # (a checked batch name is safe in SQL)
+        viewed = con.from_arrow(objects).project(f"*, '{checked_batch(batch)}' AS batch")
+        objects = viewed.filter(expression).project("* EXCLUDE (batch)").to_arrow_table()
         hit = pc.is_in(_frame_keys(frames), value_set=_frame_keys(objects))
         frames = frames.filter(hit)
     frames = frames.sort_by([("job_id", "ascending"), ("frame", "ascending")])
@@ -344,15 +348,28 @@ def _shard_tables(
     return frames, objects
 
 
+def _read(path: Path) -> pa.Table:
+    """One label table file, read as a file (``pq.read_table`` reads it as a dataset, and
+    ``pyarrow.dataset`` imports pandas: a quarter of a second of every export)."""
+    with pq.ParquetFile(path) as file:
+        return file.read(use_threads=False)
+
+
 def _kept(table: pa.Table, step: int | None) -> pa.Array:
     """Rows of the frames kept: each job's first (``step`` None) or every ``step``-th."""
     frame = table["frame"].to_numpy()
     return pa.array(frame == 0 if step is None else frame % step == 0)
 
 
-def _with_batch(table: pa.Table, batch: str) -> pa.Table:
-    """A shard file's rows with the ``batch`` column the dataset's views give them."""
-    return table.append_column("batch", pa.array([batch] * table.num_rows, pa.string()))
+def _rows(table: pa.Table, batch: str, every_column: bool) -> list[dict[str, Any]]:
+    """A shard table's rows, with every column the dataset's views give them (``batch``
+    too) or the columns selected. The ``batch`` column is added here, not in Arrow: making
+    an Arrow column from Python values imports pandas, a quarter of a second of an export."""
+    rows = table.to_pylist()
+    if every_column:
+        for row in rows:
+            row["batch"] = batch
+    return rows
 
 
 def _frame_keys(table: pa.Table) -> pa.Array:

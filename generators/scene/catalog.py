@@ -3,7 +3,8 @@ procedural ``random_urdfs`` objects (999 of 1,000: one has NaN vertices) as the 
 category, and the user's own assets. Every entry's size is in metres (``dimensions``).
 
 Nothing is downloaded: ``pybullet_data`` ships with PyBullet, and primitives are generated once
-into the cache folder (``VARIO_CACHE_DIR``, default ``~/.cache/vario``). User assets are OBJ
+into the cache folder (``VARIO_CACHE_DIR``, default ``~/.cache/vario``), as is the list of
+distractors found in ``random_urdfs`` (once per PyBullet version). User assets are OBJ
 meshes in ``$VARIO_CATALOG_DIR/<category>/<name>.obj`` (metres), each with an optional
 ``<name>.json`` giving ``size`` (longest side, m), ``color`` (RGBA) and ``mass`` (kg).
 

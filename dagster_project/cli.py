@@ -790,6 +790,7 @@ def serve(host: str, port: int, no_daemon: bool) -> None:
 
     from dagster_project.console import err, out
     from dagster_project.instance import dagster_home, start_retry_consumer
+    from vario.api.sendfile import FileSendingProtocol
 
     daemon = None
     if not no_daemon:
@@ -818,8 +819,15 @@ def serve(host: str, port: int, no_daemon: bool) -> None:
     # uvicorn stops on SIGTERM, then raises it again: as SystemExit, so the daemon is stopped
     signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     try:
-        app = "dagster_project.api:served_app"
-        uvicorn.run(app, factory=True, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(
+            "dagster_project.api:served_app",
+            factory=True,
+            host=host,
+            port=port,
+            http=FileSendingProtocol,  # archives and export files by sendfile
+            log_level="warning",
+            access_log=False,
+        )
     finally:
         if daemon is not None:
             _stop_group(daemon)

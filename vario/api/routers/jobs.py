@@ -102,7 +102,9 @@ async def download_archive(request: Request, job_id: JobId) -> Response:  # no t
 
 
 class _Archive(FileResponse):
-    chunk_size = 1 << 20  # each chunk is read on a thread: a few large ones, not many small
+    # a range's chunks are read on a thread: a few large ones, not many small (a whole
+    # archive goes by sendfile under ``vario serve``: vario.api.sendfile)
+    chunk_size = 1 << 20
 
 
 @router.get("/{job_id}/preview.png", responses={200: {"content": {"image/png": {}}}})

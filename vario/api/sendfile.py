@@ -52,6 +52,13 @@ def send_file(sock: int, path: str, count: int, stall: float = STALL_SECONDS) ->
             sent += n
 
 
+def _send_and_close(sock: int, path: str, count: int) -> None:
+    try:
+        send_file(sock, path, count)
+    finally:
+        os.close(sock)
+
+
 class _Cycle(RequestResponseCycle):
     """One request and its answer, as uvicorn's, whose body may also be a file's path."""
 
@@ -65,15 +72,16 @@ class _Cycle(RequestResponseCycle):
             return
         try:
             await self._flushed()
-            # a duplicate of the socket: the transport may close its own meanwhile (the
-            # client went), and the number must not meet a new connection's socket
-            sock = os.dup(self.transport.get_extra_info("socket").fileno())
-            try:
-                await asyncio.get_running_loop().run_in_executor(
-                    _transfers, send_file, sock, message["path"], self.expected_content_length
-                )
-            finally:
-                os.close(sock)
+            socket = self.transport.get_extra_info("socket")
+            if socket is None:
+                raise ConnectionError("the transport has closed")
+            # a duplicate, closed by the thread when it is done with it: the transport may
+            # close its own meanwhile (the client went, or this task was cancelled), and the
+            # thread must never write to a new connection that got the same number
+            sock = os.dup(socket.fileno())
+            await asyncio.get_running_loop().run_in_executor(
+                _transfers, _send_and_close, sock, message["path"], self.expected_content_length
+            )
         except (OSError, EOFError):  # the client went or stalled, or the file shrank
             self.disconnected = True  # what the client has is cut short: it knows by the length
             self.transport.close()

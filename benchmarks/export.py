@@ -7,14 +7,15 @@ A few real jobs are rendered (256 px, 20 frames each) and their archives and lab
 repeated under new job ids until the batch holds ``--frames`` frames. Each step runs in a
 fresh process, which reports its wall time (from its modules imported to its end) and peak
 resident memory (its own plus its largest child's, sampled: an export copies images on a
-second process). Writing a gigabyte of files is noisy on a small virtual machine (the page
-cache's write-back of the step before), so every step starts after ``sync``, the steps take
-turns ``--repeat`` times, and the medians are compared.
+second process). Every step starts from the same state: the step before's output deleted,
+the page cache written back (``sync``) and, when run as root, emptied, so the archives are
+read from disk; the steps take turns ``--repeat`` times, and the medians are compared.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -123,17 +124,30 @@ def _watch_children(peaks: list[int], stop: threading.Event) -> None:
             peaks.append(int(peak))
 
 
-def _measure(root: Path, name: str, turn: int) -> dict:
-    out = root / f"out-{name}-{turn}"  # kept to the end: deleting would load the next step
-    os.sync()  # the write-back of what came before is not this step's
-    time.sleep(1)
+def _measure(root: Path, name: str) -> dict:
+    out = root / "out"
+    shutil.rmtree(out, ignore_errors=True)  # the step before's files
+    cold = _settle()
     done = subprocess.run(
         [sys.executable, __file__, "--step", name, "--root", str(root), "--out", str(out)],
         capture_output=True,
         text=True,
         check=True,
     )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "cold": cold}
+
+
+def _settle() -> bool:
+    """The page cache written back and, where this may (root), emptied: every step starts
+    from the same state, the archives read from disk. Steps left to fill the cache ran fast
+    while memory lasted and slowly after, and the medians followed the order of the steps."""
+    os.sync()
+    dropped = False
+    with contextlib.suppress(OSError):
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        dropped = True
+    time.sleep(1)
+    return dropped
 
 
 def _line(label: str, runs: list[dict]) -> str:
@@ -172,9 +186,11 @@ def main() -> None:
         )
         steps = ["copy", *args.formats.split(",")]
         runs: dict[str, list[dict]] = {name: [] for name in steps}
-        for turn in range(args.repeat):
+        for _ in range(args.repeat):
             for name in steps:
-                runs[name].append(_measure(Path(tmp), name, turn))
+                runs[name].append(_measure(Path(tmp), name))
+        cold = all(r["cold"] for rs in runs.values() for r in rs)
+        print(f"  each step from {'a cold page cache' if cold else 'the page cache as it was'}")
         baseline = statistics.median(r["seconds"] for r in runs["copy"])
         print(_line("copy the RGB images (baseline)", runs["copy"]))
         for fmt in steps[1:]:

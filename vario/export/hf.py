@@ -111,6 +111,15 @@ def _encodings(schema: pa.Schema) -> dict[str, Any]:
     }
 
 
+def _flat(values: list[Any], list_type: pa.DataType) -> pa.Array:
+    """The values of a list column's lists, one after the other; a fixed-size list's
+    (``bbox``) come flat, ``list_size`` at a time."""
+    item = list_type.value_type
+    if isinstance(item, pa.FixedSizeListType):
+        return pa.FixedSizeListArray.from_arrays(pa.array(values, item.value_type), item.list_size)
+    return pa.array(values, item)
+
+
 class _Split:
     """One split's shards: rows buffered up to a row group, shards rolled by size."""
 
@@ -118,6 +127,8 @@ class _Split:
         self.owner = writer
         self.name = name
         self.rows: list[dict[str, Any]] = []
+        self.objects: dict[str, list[Any]] = {name: [] for name, _, _ in OBJECT_FIELDS}
+        self.offsets = [0]  # where each row's objects start in ``objects``
         self.parquet: pq.ParquetWriter | None = None
         self._writing: Future | None = None  # the row group being written
         self.shards: list[Path] = []
@@ -126,8 +137,13 @@ class _Split:
         self.n_objects = 0
         self.per_category: dict[str, int] = {}
 
-    def append(self, row: dict[str, Any], size: int) -> None:
+    def append(self, row: dict[str, Any], objects: dict[str, list[Any]], size: int) -> None:
+        """One frame: its columns in ``row``, its objects' fields in ``objects`` (``bbox``
+        flat, four numbers an object)."""
         self.rows.append(row)
+        for name, values in objects.items():
+            self.objects[name].extend(values)
+        self.offsets.append(len(self.objects["id"]))
         self.shard_bytes += size
         self.n_rows += 1
         if len(self.rows) >= self.owner.row_group_rows:
@@ -137,15 +153,40 @@ class _Split:
         if self.rows:
             if self.parquet is None:
                 self._open()
-            table = pa.Table.from_pylist(self.rows, self.owner.schema)
+            table = self._table()
             self._written()  # the row group before, written meanwhile (Arrow lets go of
             # the GIL): two in memory at most
             self._writing = self.owner.background.submit(
                 self.parquet.write_table, table, row_group_size=len(self.rows)
             )
             self.rows = []
+            self.objects = {name: [] for name in self.objects}
+            self.offsets = [0]
         if self.parquet is not None and self.shard_bytes >= self.owner.shard_size:
             self.close_shard()
+
+    def _table(self) -> pa.Table:
+        """The buffered rows as Arrow columns, each built from one flat list: converting
+        nested rows (``Table.from_pylist``) cost a fifth of the export."""
+        columns = []
+        for field in self.owner.schema:
+            if field.name == "objects":
+                offsets = pa.array(self.offsets, pa.int32())
+                children = [
+                    pa.ListArray.from_arrays(offsets, _flat(self.objects[f.name], f.type), f.type)
+                    for f in field.type
+                ]
+                columns.append(pa.StructArray.from_arrays(children, fields=list(field.type)))
+            elif field.type == IMAGE:
+                images = [row[field.name] for row in self.rows]
+                parts = [
+                    pa.array([image["bytes"] for image in images], pa.binary()),
+                    pa.array([image["path"] for image in images], pa.string()),
+                ]
+                columns.append(pa.StructArray.from_arrays(parts, fields=list(IMAGE)))
+            else:
+                columns.append(pa.array([row[field.name] for row in self.rows], field.type))
+        return pa.Table.from_arrays(columns, schema=self.owner.schema)
 
     def _written(self) -> None:
         if self._writing is not None:
@@ -239,7 +280,7 @@ class HuggingFaceWriter:
             self.next_object += 1
             columns["instance_id"].append(obj["instance_id"])
             columns["category"].append(self.ids[category] - 1)
-            columns["bbox"].append([float(v) for v in coco_bbox(obj)])
+            columns["bbox"].extend(float(v) for v in coco_bbox(obj))
             columns["area"].append(obj["visible_pixels"])
             columns["segmentation"].append(obj["mask_rle"])
             columns["occlusion"].append(obj["occlusion"])
@@ -253,7 +294,6 @@ class HuggingFaceWriter:
             "frame": frame.frame,
             "width": frame.row["width"],
             "height": frame.row["height"],
-            "objects": columns,
         }
         size = len(rgb)
         for kind in ("depth", "segmentation"):
@@ -263,7 +303,7 @@ class HuggingFaceWriter:
                 size += len(png)
         if "camera" in self.extra:
             row.update({k: frame.row[k] for k in CAMERA})
-        split.append(row, size)
+        split.append(row, columns, size)
 
     def close(self) -> dict[str, Any]:
         """Every split's shards named and moved into ``data/``; the card written."""

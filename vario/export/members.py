@@ -27,6 +27,46 @@ _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, 22 bytes, name and extra
 _SIGNATURE = b"PK\x03\x04"
 
 
+READ_AHEAD = 64 * 2**20  # bytes of archives the disk is asked for ahead of the one read
+
+
+class ReadAhead:
+    """Keeps the kernel reading (``POSIX_FADV_WILLNEED``) up to ``window`` bytes of the
+    archives after the one in hand. An export reads archives one after another; from a cold
+    page cache each waited for the disk in turn (a third of a Hugging Face export's time),
+    while read ahead the disk works as frames are written. Nothing where the call does not
+    exist (macOS, Windows)."""
+
+    def __init__(self, paths: list[Path], window: int = READ_AHEAD):
+        self.paths = paths
+        self.window = window
+        self.sizes: list[int] = []  # of the archives asked for so far, in order
+
+    def at(self, index: int) -> None:
+        """Archive ``index`` is about to be read: it and the ones after it, up to the
+        window, asked for."""
+        if not hasattr(os, "posix_fadvise"):
+            return
+        while len(self.sizes) < len(self.paths) and (
+            len(self.sizes) <= index or sum(self.sizes[index + 1 :]) < self.window
+        ):
+            self.sizes.append(_advise(self.paths[len(self.sizes)]))
+
+
+def _advise(path: Path) -> int:
+    """The file's size, once the kernel has been asked to read it; 0 for a file that cannot
+    be opened (its reader reports that, with its own message)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return 0
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
 class MemberError(zipfile.BadZipFile):
     """A member whose local header or CRC-32 does not match the central directory."""
 

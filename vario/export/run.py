@@ -40,7 +40,7 @@ from vario.batch.spec import checked_batch
 from vario.export import augment as aug
 from vario.export.copier import Copier
 from vario.export.frame import SPLITS, ExportContext, ExportFrame
-from vario.export.members import ArchiveMembers
+from vario.export.members import ArchiveMembers, ReadAhead
 from vario.export.select import ExportRequestError, Selection, assign_splits, frame_step
 from vario.run import shard as sh
 from vario.store import sandbox
@@ -303,11 +303,13 @@ def _frames(
         by_job: dict[str, list[dict]] = {}
         for row in _rows(frames, batch, columns is None):  # sorted by job and frame
             by_job.setdefault(row["job_id"], []).append(row)
-        for job_id, rows in by_job.items():
-            if job_id not in splits:
-                continue
-            with ArchiveMembers(sh.archive_path(store.archive_dir(batch), job_id)) as job:
-                for row in rows:
+        jobs = [job_id for job_id in by_job if job_id in splits]
+        archives = [sh.archive_path(store.archive_dir(batch), job_id) for job_id in jobs]
+        ahead = ReadAhead(archives)
+        for index, job_id in enumerate(jobs):
+            ahead.at(index)
+            with ArchiveMembers(archives[index]) as job:
+                for row in by_job[job_id]:
                     found = by_frame.get((job_id, row["frame"]), [])
                     yield ExportFrame(splits[job_id], job_id, row["frame"], row, found, job)
             done += 1

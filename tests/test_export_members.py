@@ -1,5 +1,6 @@
 """Archive members read and copied from their offsets (``vario.export.members``): the same
-bytes as ``zipfile`` gives, damage refused, compressed members through ``zipfile``."""
+bytes as ``zipfile`` gives, damage refused, compressed members through ``zipfile``; archives
+read ahead up to a window."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import zipfile
 
 import pytest
 
-from vario.export.members import ArchiveMembers, MemberError
+from vario.export.members import ArchiveMembers, MemberError, ReadAhead
 
 
 @pytest.fixture
@@ -69,3 +70,20 @@ def test_the_archive_is_opened_on_the_first_member_only_and_closed_after(archive
     members.read("rgb/00000.png")
     members.close()
     assert members._zip is None and members._fd == -1
+
+
+def test_archives_are_read_ahead_of_the_one_in_hand_up_to_the_window(tmp_path):
+    paths = []
+    for n in range(8):
+        paths.append(tmp_path / f"{n}.zip")
+        paths[-1].write_bytes(b"x" * 100)
+    paths[5] = tmp_path / "missing.zip"  # its reader reports it; read ahead, it counts 0
+    ahead = ReadAhead(paths, window=250)
+    ahead.at(0)
+    assert ahead.sizes == [100] * 4  # the one in hand, then 3 after it: 300 >= 250
+    ahead.at(1)
+    assert len(ahead.sizes) == 5 and ahead.ahead == 300
+    ahead.at(4)
+    assert ahead.sizes == [100] * 5 + [0, 100, 100]  # to the end: every one asked for once
+    ahead.at(7)
+    assert ahead.ahead == 0

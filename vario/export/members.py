@@ -41,16 +41,25 @@ class ReadAhead:
         self.paths = paths
         self.window = window
         self.sizes: list[int] = []  # of the archives asked for so far, in order
+        self.index = -1  # the archive in hand
+        self.ahead = 0  # bytes asked for after it
 
     def at(self, index: int) -> None:
         """Archive ``index`` is about to be read: it and the ones after it, up to the
         window, asked for."""
         if not hasattr(os, "posix_fadvise"):
             return
+        while self.index < index:
+            self.index += 1
+            if self.index < len(self.sizes):  # asked for already: no longer ahead
+                self.ahead -= self.sizes[self.index]
         while len(self.sizes) < len(self.paths) and (
-            len(self.sizes) <= index or sum(self.sizes[index + 1 :]) < self.window
+            len(self.sizes) <= index or self.ahead < self.window
         ):
-            self.sizes.append(_advise(self.paths[len(self.sizes)]))
+            size = _advise(self.paths[len(self.sizes)])
+            if len(self.sizes) > index:
+                self.ahead += size
+            self.sizes.append(size)
 
 
 def _advise(path: Path) -> int:

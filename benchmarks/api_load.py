@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 import uvloop
 import yaml
+from page_cache import drop_caches
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_P99_MS = 20.0
@@ -167,19 +168,19 @@ def _download_figures(url: str, key: str, archives: list[Path], folder: Path, pi
     size = sum(p.stat().st_size for p in archives) / 2**20
     disk, plain, local, http, cpu = [], [], [], [], []
     for turn in range(TURNS):
-        cold = _drop_caches()
+        cold = drop_caches()
         begun = time.perf_counter()
         for path in archives:
             path.read_bytes()
         disk.append(time.perf_counter() - begun)
-        _drop_caches()
+        drop_caches()
         copies = folder / f"plain-{turn}"
         copies.mkdir()
         begun = time.perf_counter()
         for path in archives:
             (copies / path.name).write_bytes(path.read_bytes())
         plain.append(time.perf_counter() - begun)
-        _drop_caches()
+        drop_caches()
         copies = folder / f"copied-{turn}"
         copies.mkdir()
         begun = time.perf_counter()
@@ -188,7 +189,7 @@ def _download_figures(url: str, key: str, archives: list[Path], folder: Path, pi
             hashlib.sha256(data).hexdigest()
             (copies / path.name).write_bytes(data)
         local.append(time.perf_counter() - begun)
-        _drop_caches()
+        drop_caches()
         server_cpu, own_cpu = _cpu_seconds(pid), time.process_time()
         with Client(url, key) as vario:
             begun = time.perf_counter()
@@ -213,16 +214,6 @@ def _download_figures(url: str, key: str, archives: list[Path], folder: Path, pi
         f"(the download is {local_s / http_s:.2f} of it); CPU seconds per download: "
         f"server {server_cpu:.2f}, client {client_cpu:.2f}, on {os.cpu_count()} cores"
     )
-
-
-def _drop_caches() -> bool:
-    """Empty the page cache (root only), so both reads start from the disk."""
-    os.sync()
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-    except OSError:
-        return False
-    return True
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -15,7 +15,6 @@ read from disk; the steps take turns ``--repeat`` times, and the medians are com
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from page_cache import drop_caches
 
 from vario.batch.plan import plan
 from vario.batch.spec import BatchSpec
@@ -127,7 +127,8 @@ def _watch_children(peaks: list[int], stop: threading.Event) -> None:
 def _measure(root: Path, name: str) -> dict:
     out = root / "out"
     shutil.rmtree(out, ignore_errors=True)  # the step before's files
-    cold = _settle()
+    cold = drop_caches()  # every step from the same state: its archives read from disk
+    time.sleep(1)
     done = subprocess.run(
         [sys.executable, __file__, "--step", name, "--root", str(root), "--out", str(out)],
         capture_output=True,
@@ -135,19 +136,6 @@ def _measure(root: Path, name: str) -> dict:
         check=True,
     )
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "cold": cold}
-
-
-def _settle() -> bool:
-    """The page cache written back and, where this may (root), emptied: every step starts
-    from the same state, the archives read from disk. Steps left to fill the cache ran fast
-    while memory lasted and slowly after, and the medians followed the order of the steps."""
-    os.sync()
-    dropped = False
-    with contextlib.suppress(OSError):
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        dropped = True
-    time.sleep(1)
-    return dropped
 
 
 def _line(label: str, runs: list[dict]) -> str:

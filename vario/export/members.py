@@ -33,9 +33,9 @@ READ_AHEAD = 64 * 2**20  # bytes of archives the disk is asked for ahead of the 
 class ReadAhead:
     """Keeps the kernel reading (``POSIX_FADV_WILLNEED``) up to ``window`` bytes of the
     archives after the one in hand. An export reads archives one after another; from a cold
-    page cache each waited for the disk in turn (a third of a Hugging Face export's time),
-    while read ahead the disk works as frames are written. Nothing where the call does not
-    exist (macOS, Windows)."""
+    page cache each waited for the disk in turn (a COCO export took 1.0x the time of copying
+    its images, 0.6-0.8x read ahead), while read ahead the disk works as frames are written.
+    Nothing where the call does not exist (macOS, Windows)."""
 
     def __init__(self, paths: list[Path], window: int = READ_AHEAD):
         self.paths = paths

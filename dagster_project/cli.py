@@ -599,9 +599,9 @@ def export(batch, fmt, out, where, split, split_seed, frames, task, augment, lin
     test, or was never tested, is not exported unless --force. Exit 2 for a bad request."""
     from dagster_project.console import err, fail, progress
     from dagster_project.console import out as console
-    from vario.export.copier import CopyError
     from vario.export.run import export_batch
     from vario.export.select import ExportRequestError, parse_split
+    from vario.export.worker import WorkerError
     from vario.quality import checks as quality
 
     store = _existing_batch(batch, fetch="archives")
@@ -637,7 +637,7 @@ def export(batch, fmt, out, where, split, split_seed, frames, task, augment, lin
             )
     except ExportRequestError as exc:
         fail(str(exc))
-    except (CopyError, OSError) as exc:  # a damaged archive, a full disk: nothing was left
+    except (WorkerError, OSError) as exc:  # a damaged archive, a full disk: nothing was left
         err.print(f"error: export failed, nothing written: {exc}", markup=False)
         sys.exit(1)
     state = "already there, unchanged" if summary.up_to_date else "written"

@@ -20,9 +20,8 @@ from conftest import build_batch
 
 from assets_defs.exports import dataset_export
 from vario.export import run
-from vario.export.coco import CocoWriter
-from vario.export.copier import CopyError
 from vario.export.select import ExportRequestError, assign_splits, parse_split
+from vario.export.worker import WorkerError
 from vario.quality import checks as quality
 from vario.store import sandbox
 from vario.store.layout import DataStore
@@ -167,11 +166,15 @@ def test_an_export_that_fails_midway_leaves_nothing(batch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_writer_failing_midway_stops_the_export_and_leaves_nothing(batch, tmp_path, monkeypatch):
-    """Images are copied on another process: a writer's error mid-job stops it and the
-    export (no hang waiting on copies that will never be asked), leaving no folder behind
-    and no process running."""
-    added, original = [], CocoWriter.add
+@pytest.mark.parametrize("fmt", ["coco", "hf"])
+def test_a_writer_failing_midway_stops_the_export_and_leaves_nothing(
+    batch, tmp_path, monkeypatch, fmt
+):
+    """Images are copied, or shards written, on another process: a writer's error mid-job
+    stops it and the export (no hang waiting on work that will never be asked), leaving no
+    folder behind and no process running."""
+    cls = run.writer_class(fmt)
+    added, original = [], cls.add
 
     def add(self, frame):
         added.append(frame.stem)
@@ -179,25 +182,44 @@ def test_a_writer_failing_midway_stops_the_export_and_leaves_nothing(batch, tmp_
             raise RuntimeError("writer broke")
         original(self, frame)
 
-    monkeypatch.setattr(CocoWriter, "add", add)
+    monkeypatch.setattr(cls, "add", add)
+    options = {"row_group_rows": 2} if fmt == "hf" else {}  # row groups sent before the error
     before = _children()
     with pytest.raises(RuntimeError, match="writer broke"):
-        run.export_batch(batch.store, "exp", "coco", tmp_path / "broken")
+        run.export_batch(batch.store, "exp", fmt, tmp_path / "broken", options=options)
     assert len(added) == 5 and list(tmp_path.iterdir()) == []
-    assert _children() <= before  # the copier process is gone
+    assert _children() <= before  # the helper process is gone
 
 
-def test_an_archive_the_copier_cannot_read_fails_the_export_clearly(batch, tmp_path):
-    """Images are copied on another process: its error ends the export with its message,
-    leaving no folder and no process behind."""
+@pytest.mark.parametrize(
+    ("fmt", "doing"), [("coco", "copying images"), ("hf", "writing Parquet shards")]
+)
+def test_an_archive_the_helper_cannot_read_fails_the_export_clearly(batch, tmp_path, fmt, doing):
+    """Images are read on another process: its error ends the export with its message,
+    naming the archive, leaving no folder and no process behind."""
     store = DataStore(tmp_path / "data")
     shutil.copytree(batch.store.root, store.root)
     damaged = sorted(store.archive_dir("exp").glob("*.zip"))[3]
     damaged.write_bytes(damaged.read_bytes()[:200])  # cut short, as a full disk leaves one
     before = _children()
-    with pytest.raises(CopyError, match=f"copying images: BadZipFile: .*{damaged.name}"):
-        run.export_batch(store, "exp", "coco", tmp_path / "out")
+    with pytest.raises(WorkerError, match=f"{doing}: BadZipFile: .*{damaged.name}"):
+        run.export_batch(store, "exp", fmt, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"] and _children() <= before
+
+
+def test_an_hf_export_counts_and_checksums_its_shards(batch, tmp_path):
+    """The shards' digests come from the process that wrote them; the export's size is
+    every file's it wrote."""
+    summary = run.export_batch(batch.store, "exp", "hf", tmp_path / "hf")
+    listed = dict(
+        reversed(line.split("  ", 1))
+        for line in (summary.out / "checksums.sha256").read_text().splitlines()
+    )
+    shards = sorted(p for p in (summary.out / "data").iterdir())
+    assert shards and sorted(listed) == sorted(["README.md", *(f"data/{p.name}" for p in shards)])
+    for name, digest in listed.items():
+        assert hashlib.sha256((summary.out / name).read_bytes()).hexdigest() == digest
+    assert summary.bytes == sum((summary.out / name).stat().st_size for name in listed)
 
 
 def _children() -> set[int]:

@@ -10,6 +10,7 @@ from contextlib import closing
 
 import cv2
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import build_batch
@@ -287,6 +288,28 @@ def test_photometric_augmentation_feeds_kitti(batch, tmp_path):
     out, summary = _export(batch, tmp_path, "kitti", spec, fmt="kitti")
     assert summary.frames == {"train": 18}
     assert len(list(out.rglob("image_2/*_a1.png"))) == 6
+
+
+def test_augmented_copies_go_into_hf_shards_beside_the_archives_images(batch, tmp_path):
+    """An augmented copy's image is not in any archive: its bytes go to the shard-writing
+    process with the row group, beside originals that it reads from the archives."""
+    spec = {"copies": 1, "transforms": {"noise": {"p": 1.0}}}
+    out, summary = _export(batch, tmp_path, "hf", spec, fmt="hf", options={"extra": "depth"})
+    assert summary.frames == {"train": 12}
+    [shard] = (out / "data").iterdir()
+    records = {r["image"]["path"]: r for r in pq.read_table(shard).to_pylist()}
+    copies = [path for path in records if path.endswith("_a0.png")]
+    assert len(copies) == 6 and len(records) == 12
+    for path in copies:
+        copy, original = records[path], records[path.replace("_a0", "")]
+        assert copy["depth"]["bytes"] == original["depth"]["bytes"]  # no pixel moved
+        pixels = [
+            cv2.imdecode(np.frombuffer(r["image"]["bytes"], np.uint8), 1) for r in (copy, original)
+        ]
+        assert (
+            pixels[0].shape == pixels[1].shape
+            and np.abs(pixels[0].astype(int) - pixels[1]).max() > 0
+        )
 
 
 @pytest.mark.parametrize(

@@ -274,6 +274,23 @@ def test_hf_export_loads_with_datasets_typed_and_complete(job, hf_export, tmp_pa
     assert sorted(all_ids) == list(range(1, len(objects) + 1))
 
 
+def test_hf_images_are_the_archives_png_files_byte_for_byte(job, hf_export):
+    """Images are read into buffers that row groups take turns with (one read while the one
+    before is written), a buffer per image column: none may hold another's bytes."""
+    archive_path, frames, _ = job
+    out, _ = hf_export
+    rows = {row["frame"]: row for row in frames}
+    seen = []
+    with zipfile.ZipFile(archive_path) as archive:
+        for shard in sorted((out / "data").iterdir()):
+            for record in pq.read_table(shard).to_pylist():
+                row = rows[record["frame"]]
+                assert record["image"]["bytes"] == archive.read(row["rgb_path"])
+                assert record["depth"]["bytes"] == archive.read(row["depth_path"])
+                seen.append(record["frame"])
+    assert sorted(seen) == sorted(rows)
+
+
 def test_hf_card_front_matter_configs_load_and_counts(job, hf_export, tmp_path):
     _, frames, objects = job
     out, _ = hf_export

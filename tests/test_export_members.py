@@ -31,6 +31,11 @@ def test_every_member_reads_and_copies_as_zipfile_gives_it(archive, tmp_path):
             assert members.copy_to(info.filename, target) == len(expected)
             assert target.read_bytes() == expected
             assert members.size(info.filename) == len(expected)
+            buffer = bytearray(len(expected) + 2)  # read into the middle of a larger one
+            members.read_into(info.filename, memoryview(buffer)[1:-1])
+            assert buffer[1:-1] == expected and buffer[0] == buffer[-1] == 0
+            with pytest.raises(ValueError, match="bytes, not"):
+                members.read_into(info.filename, memoryview(buffer))
 
 
 def test_a_damaged_stored_member_is_refused_on_read(archive):
@@ -41,8 +46,11 @@ def test_a_damaged_stored_member_is_refused_on_read(archive):
     at = raw.index(data[:64])
     raw[at + 100] ^= 0xFF
     archive.write_bytes(bytes(raw))
-    with ArchiveMembers(archive) as members, pytest.raises(MemberError, match="CRC-32"):
-        members.read("rgb/00000.png")
+    with ArchiveMembers(archive) as members:
+        with pytest.raises(MemberError, match="CRC-32"):
+            members.read("rgb/00000.png")
+        with pytest.raises(MemberError, match="CRC-32"):
+            members.read_into("rgb/00000.png", memoryview(bytearray(len(data))))
 
 
 def test_a_member_whose_local_header_is_not_there_is_refused(archive, tmp_path):

@@ -5,16 +5,15 @@ one core) and copying image files out of the job archives (system calls). Thread
 process share one interpreter lock, and handing each image to a thread cost more on a
 two-core machine than writing it; a second process runs the copies truly beside the labels.
 
-``Copier`` (in the export's process) sends the copier process one line of JSON per job:
-the archive and, for each image, its member, where it goes (relative to the export's folder)
-and its SHA-256 when recorded at render time. The process (``python -m vario.export.copier
-PARENT_PID ROOT [--cache CACHE]``) copies each image (by the kernel when its digest is
-known: ``vario.export.members``) unless a resumed export already holds it whole (its
-size), or, with a cache, links it to the cache's read-only copy (``--link``:
-``<cache>/<digest[:2]>/<digest><suffix>``, made once under a temporary name). At the end
-it answers one line: the bytes copied and every digest it had to compute. On an error it answers
-the error and stops; when its input ends without the end mark, or the export's process is
-gone (killed outright), it stops at once, copying nothing more.
+``Copier`` (in the export's process) starts the copier process as ``vario.export.worker``
+says (``python -m vario.export.copier PARENT_PID ROOT [--cache CACHE]``) and sends it one
+line of JSON per job: the archive and, for each image, its member, where it goes (relative
+to the export's folder) and its SHA-256 when recorded at render time. The process copies
+each image (by the kernel when its digest is known: ``vario.export.members``) unless a
+resumed export already holds it whole (its size), or, with a cache, links it to the
+cache's read-only copy (``--link``: ``<cache>/<digest[:2]>/<digest><suffix>``, made once
+under a temporary name). After the end mark (a line ``end``) it answers the bytes copied
+and every digest it had to compute.
 """
 
 from __future__ import annotations
@@ -22,45 +21,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import IO, Any
 
 from vario.export.members import ArchiveMembers
+from vario.export.worker import Worker, check_parent, serve
 
 END = "end"  # the last line a finished export sends
 
 
-class CopyError(RuntimeError):
-    """The copier process failed (its message is the first error it met)."""
-
-
-class Copier:
+class Copier(Worker):
     """One copier process for an export's folder ``root``; ``copy`` queues a job's images,
     ``finish`` waits for them all and returns ``(bytes copied, digests computed)``.
     Used as a context manager: leaving it on an error kills the process."""
 
     def __init__(self, root: Path, cache: Path | None = None):
-        command = [sys.executable, "-m", "vario.export.copier", str(os.getpid()), str(root)]
-        if cache is not None:
-            command += ["--cache", str(cache)]
-        self._process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
-        )
+        args = [str(root)] + (["--cache", str(cache)] if cache is not None else [])
+        super().__init__("vario.export.copier", "copying images", *args)
         self._job: tuple[str, list[list[Any]]] | None = None
-
-    def __enter__(self) -> Copier:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._process.poll() is None:  # left on an error: nothing more is copied
-            self._process.kill()
-        self._process.wait()
-        for stream in (self._process.stdin, self._process.stdout):
-            if stream is not None and not stream.closed:
-                stream.close()
 
     def copy(self, archive: str, member: str, target: str, sha256: str | None) -> None:
         """Copy ``member`` of ``archive`` to ``target`` (relative to the export's folder).
@@ -71,13 +51,10 @@ class Copier:
             self._job = (archive, [])
         self._job[1].append([member, target, sha256])
 
-    def finish(self) -> tuple[int, dict[str, str]]:
+    def finish(self) -> tuple[int, dict[str, str]]:  # type: ignore[override]
         self._send()
         self._write(END)
-        self._process.stdin.close()
-        reply = self._answer()
-        if "error" in reply:
-            raise CopyError(f"copying images: {reply['error']}")
+        reply = super().finish()
         return reply["bytes"], reply["digests"]
 
     def _send(self) -> None:
@@ -86,20 +63,7 @@ class Copier:
             self._job = None
 
     def _write(self, line: str) -> None:
-        try:
-            self._process.stdin.write(line + "\n")
-        except BrokenPipeError:  # it stopped on an error: its answer says which
-            reply = self._answer()
-            raise CopyError(f"copying images: {reply.get('error', 'stopped')}") from None
-
-    def _answer(self) -> dict[str, Any]:
-        """The process's one line of answer, once it has ended."""
-        line = self._process.stdout.readline()
-        self._process.wait()
-        reply = json.loads(line) if line.strip() else {}
-        if self._process.returncode != 0 and "error" not in reply:
-            reply["error"] = f"the copier process ended with status {self._process.returncode}"
-        return reply
+        self.send(lambda: self.stdin.write(f"{line}\n".encode()))
 
 
 def _copy_job(
@@ -111,8 +75,7 @@ def _copy_job(
     folders: set[Path] = set()
     with ArchiveMembers(job["archive"]) as archive:
         for member, relative, sha256 in job["images"]:
-            if os.getppid() != parent:
-                os._exit(3)
+            check_parent(parent)
             target = root / relative
             size = archive.size(member)
             copied += size
@@ -153,26 +116,25 @@ def _cached(cache: Path, sha256: str, suffix: str, data: bytes) -> Path:
     return cached
 
 
-def serve(root: Path, cache: Path | None, lines: IO[str], answer: IO[str], parent: int) -> int:
-    """The copier process's loop: jobs from ``lines`` until the end mark; returns its exit
-    status (0 done, 1 an error, answered; 3 input ended early: the export was stopped)."""
-    copied, digests, archive = 0, {}, "?"
-    try:
-        for line in lines:
-            if line.strip() == END:
-                answer.write(json.dumps({"bytes": copied, "digests": digests}) + "\n")
-                return 0
-            job = json.loads(line)
-            archive = job["archive"]
+def _serve(root: Path, cache: Path | None, lines: IO[str], parent: int) -> dict | None:
+    """The copier's loop: jobs from ``lines`` until the end mark; None when its input ends
+    before it (the export was stopped)."""
+    copied, digests = 0, {}
+    for line in lines:
+        if line.strip() == END:
+            return {"bytes": copied, "digests": digests}
+        job = json.loads(line)
+        try:
             copied += _copy_job(root, cache, job, digests, parent)
-    except Exception as exc:  # noqa: BLE001 (any failure is answered, then the process ends)
-        error = f"{type(exc).__name__}: {exc} ({archive})"
-        answer.write(json.dumps({"error": error}) + "\n")
-        return 1
-    return 3
+        except Exception as exc:
+            exc.add_note(job["archive"])
+            raise
+    return None
 
 
 if __name__ == "__main__":
     parent_pid, folder, *rest = sys.argv[1:]
     found_cache = Path(rest[1]) if rest[:1] == ["--cache"] else None
-    sys.exit(serve(Path(folder), found_cache, sys.stdin, sys.stdout, int(parent_pid)))
+    sys.exit(
+        serve(lambda: _serve(Path(folder), found_cache, sys.stdin, int(parent_pid)), sys.stdout)
+    )

@@ -98,6 +98,12 @@ class FileWrite(Protocol):
         known (``ExportFrame.checksum``), is the data's digest and saves hashing it."""
 
 
+class FileMade(Protocol):
+    def __call__(self, path: str, sha256: str) -> None:
+        """Record ``path`` (relative to the export's folder), a file the writer made itself,
+        and its SHA-256."""
+
+
 @dataclass(frozen=True)
 class ExportContext:
     """What a writer knows of the whole export before its first frame."""
@@ -114,6 +120,8 @@ class ExportContext:
     # the batch's jobs, sorted (the jobs table)
     copy: FileCopy | None = None  # copies archive members on another process; without it
     # ``write_image`` writes them in this one
+    made: FileMade | None = None  # records a file the writer made whole itself (a Parquet
+    # shard) with its digest, so that the export's checksums do not read it again
 
     def write_image(self, path: Path | str, frame: ExportFrame, kind: str) -> None:
         """Write ``frame``'s image of ``kind`` at ``path``: an image as stored in the archive
@@ -153,7 +161,10 @@ class Writer(Protocol):
     A writer may name the columns it reads in a class attribute ``COLUMNS``
     (``{"frames": (...), "objects": (...)}``): its frames' rows and objects then hold those
     (and ``job_id``, ``frame``) only, which makes turning a shard's rows into dicts several
-    times cheaper. Without it they hold every column."""
+    times cheaper. Without it they hold every column.
+
+    A writer that runs a process of its own (``vario.export.hf``) is a context manager too:
+    the export enters it, so that leaving on an error stops that process."""
 
     def add(self, frame: ExportFrame) -> None: ...
 

@@ -23,26 +23,26 @@ folder work as they are. One row per frame:
 
 Each shard's Parquet schema carries the ``huggingface`` metadata key (``info.features``) so
 that ``datasets`` types the columns (``Image``, ``Sequence``, ``ClassLabel``) without being
-told. Rows go to the Parquet writer in row groups of ``row_group_rows`` (images are large;
-``datasets`` itself uses 100 for image datasets), so memory holds one row group per split; a
-shard is closed once it passes ``shard_bytes`` of image data. Shards are written in a
-temporary folder and named ``-of-MMMMM`` when ``close`` knows how many there are.
+told. This process builds the labels, ``row_group_rows`` rows of a split at a time (images
+are large; ``datasets`` itself uses 100 for image datasets), and names each image's archive
+member. The shards are written by a second process (``vario.export.hf_shards``), which
+reads the images: a shard is closed once it passes ``shard_bytes`` of image data. Shards
+are written in a temporary folder and named ``-of-MMMMM`` when ``close`` knows how many
+there are.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
 from vario.export.coco import coco_bbox
 from vario.export.frame import BOX, SPLITS, ExportContext, ExportFrame, check_options
+from vario.export.hf_shards import ARCHIVE, IMAGE, ShardWriter, member_column
 
 PARTS = ".hf-parts"  # shards being written, inside the export's folder
 OPTIONS = ("extra", "row_group_rows", "shard_bytes", "license", "license_name", "pretty_name")
@@ -51,7 +51,6 @@ CAMERA = ("fx", "fy", "cx", "cy")
 ROW_GROUP_ROWS = 100
 SHARD_BYTES = 500 * 2**20  # as push_to_hub's default max_shard_size
 
-IMAGE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
 OBJECT_FIELDS: list[tuple[str, pa.DataType, dict[str, Any]]] = [
     ("id", pa.int64(), {"dtype": "int64", "_type": "Value"}),
     ("instance_id", pa.int32(), {"dtype": "int32", "_type": "Value"}),
@@ -97,20 +96,6 @@ def schema(category_names: list[str], extra: tuple[str, ...]) -> pa.Schema:
     return pa.schema([pa.field(n, t) for n, t, _ in fields], metadata=metadata)
 
 
-def _encodings(schema: pa.Schema) -> dict[str, Any]:
-    """``ParquetWriter`` options per column: zstd and dictionaries, but not for PNG bytes,
-    which neither compress nor repeat (trying cost as much as writing them)."""
-    buffer = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_batches([], schema=schema), buffer)  # no pandas import
-    parquet = pq.ParquetFile(pa.BufferReader(buffer.getvalue())).schema
-    leaves = [parquet.column(i).path for i in range(len(parquet))]  # "image.bytes", ...
-    images = {f"{field.name}.bytes" for field in schema if field.type == IMAGE}
-    return {
-        "compression": {c: "none" if c in images else "zstd" for c in leaves},
-        "use_dictionary": [c for c in leaves if c not in images],
-    }
-
-
 def _flat(values: list[Any], list_type: pa.DataType) -> pa.Array:
     """The values of a list column's lists, one after the other; a fixed-size list's
     (``bbox``) come flat, ``list_size`` at a time."""
@@ -121,55 +106,44 @@ def _flat(values: list[Any], list_type: pa.DataType) -> pa.Array:
 
 
 class _Split:
-    """One split's shards: rows buffered up to a row group, shards rolled by size."""
+    """One split's rows, buffered up to a row group (labels built, images named), then sent
+    to the shard-writing process."""
 
     def __init__(self, writer: HuggingFaceWriter, name: str):
         self.owner = writer
         self.name = name
-        self.rows: list[dict[str, Any]] = []
+        self.columns: dict[str, list[Any]] = {}  # the stream's columns but ``objects``
         self.objects: dict[str, list[Any]] = {name: [] for name, _, _ in OBJECT_FIELDS}
         self.offsets = [0]  # where each row's objects start in ``objects``
-        self.parquet: pq.ParquetWriter | None = None
-        self._writing: Future | None = None  # the row group being written
-        self.shards: list[Path] = []
-        self.shard_bytes = 0
         self.n_rows = 0
         self.n_objects = 0
         self.per_category: dict[str, int] = {}
 
-    def append(self, row: dict[str, Any], objects: dict[str, list[Any]], size: int) -> None:
-        """One frame: its columns in ``row``, its objects' fields in ``objects`` (``bbox``
-        flat, four numbers an object)."""
-        self.rows.append(row)
+    def append(self, row: dict[str, Any], objects: dict[str, list[Any]]) -> None:
+        """One frame: its columns in ``row`` (by the stream's field names; an image column's
+        value a ``{bytes, path}`` dict), its objects' fields in ``objects`` (``bbox`` flat,
+        four numbers an object)."""
+        for name, value in row.items():
+            self.columns.setdefault(name, []).append(value)
         for name, values in objects.items():
             self.objects[name].extend(values)
         self.offsets.append(len(self.objects["id"]))
-        self.shard_bytes += size
         self.n_rows += 1
-        if len(self.rows) >= self.owner.row_group_rows:
+        if len(self.offsets) > self.owner.row_group_rows:
             self.flush()
 
     def flush(self) -> None:
-        if self.rows:
-            if self.parquet is None:
-                self._open()
-            table = self._table()
-            self._written()  # the row group before, written meanwhile (Arrow lets go of
-            # the GIL): two in memory at most
-            self._writing = self.owner.background.submit(
-                self.parquet.write_table, table, row_group_size=len(self.rows)
-            )
-            self.rows = []
+        if len(self.offsets) > 1:
+            self.owner.shards.write(self.name, self._columns())
+            self.columns = {}
             self.objects = {name: [] for name in self.objects}
             self.offsets = [0]
-        if self.parquet is not None and self.shard_bytes >= self.owner.shard_size:
-            self.close_shard()
 
-    def _table(self) -> pa.Table:
+    def _columns(self) -> list[pa.Array]:
         """The buffered rows as Arrow columns, each built from one flat list: converting
         nested rows (``Table.from_pylist``) cost a fifth of the export."""
         columns = []
-        for field in self.owner.schema:
+        for field in self.owner.shards.schema:
             if field.name == "objects":
                 offsets = pa.array(self.offsets, pa.int32())
                 children = [
@@ -178,43 +152,15 @@ class _Split:
                 ]
                 columns.append(pa.StructArray.from_arrays(children, fields=list(field.type)))
             elif field.type == IMAGE:
-                images = [row[field.name] for row in self.rows]
+                images = self.columns[field.name]
                 parts = [
                     pa.array([image["bytes"] for image in images], pa.binary()),
                     pa.array([image["path"] for image in images], pa.string()),
                 ]
                 columns.append(pa.StructArray.from_arrays(parts, fields=list(IMAGE)))
             else:
-                columns.append(pa.array([row[field.name] for row in self.rows], field.type))
-        return pa.Table.from_arrays(columns, schema=self.owner.schema)
-
-    def _written(self) -> None:
-        if self._writing is not None:
-            self._writing.result()
-            self._writing = None
-
-    def _open(self) -> None:
-        path = self.owner.parts_dir / f"{self.name}-{len(self.shards):05d}.parquet"
-        self.shards.append(path)
-        self.parquet = pq.ParquetWriter(path, self.owner.schema, **self.owner.encodings)
-
-    def close_shard(self) -> None:
-        self._written()
-        if self.parquet is not None:
-            self.parquet.close()
-            self.parquet = None
-            self.shard_bytes = 0
-
-    def finish(self, data: Path) -> list[str]:
-        """The shards renamed into ``data/`` as ``{split}-NNNNN-of-MMMMM.parquet``."""
-        self.flush()
-        self.close_shard()
-        names = []
-        for n, path in enumerate(self.shards):
-            name = f"{self.name}-{n:05d}-of-{len(self.shards):05d}.parquet"
-            path.rename(data / name)
-            names.append(f"data/{name}")
-        return names
+                columns.append(pa.array(self.columns[field.name], field.type))
+        return columns
 
 
 class HuggingFaceWriter:
@@ -257,13 +203,17 @@ class HuggingFaceWriter:
         self.names = [n for n, _ in sorted(self.ids.items(), key=lambda item: item[1])]
         if [self.ids[n] for n in self.names] != list(range(1, len(self.names) + 1)):
             raise ValueError("hf: category ids are not 1..N, so not ClassLabel indices")
-        self.schema = schema(self.names, self.extra)
-        self.encodings = _encodings(self.schema)
-        self.background = ThreadPoolExecutor(max_workers=1)  # writes row groups
         self.parts_dir = ctx.out / PARTS
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         self.splits: dict[str, _Split] = {}
         self.next_object = 1
+        self.shards = ShardWriter(self.parts_dir, schema(self.names, self.extra), self.shard_size)
+
+    def __enter__(self) -> HuggingFaceWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shards.__exit__(*exc)  # left on an error: the shard-writing process killed
 
     def add(self, frame: ExportFrame) -> None:
         if frame.split not in self.ctx.splits:
@@ -287,35 +237,50 @@ class HuggingFaceWriter:
             columns["truncation"].append(obj["truncation"])
             split.per_category[category] = split.per_category.get(category, 0) + 1
         split.n_objects += len(frame.objects)
-        rgb = frame.image("rgb")
         row = {
-            "image": {"bytes": rgb, "path": f"{frame.stem}.png"},
             "job_id": frame.job_id,
             "frame": frame.frame,
             "width": frame.row["width"],
             "height": frame.row["height"],
+            ARCHIVE: frame.archive.filename,
         }
-        size = len(rgb)
+        self._image(row, "image", frame, "rgb", f"{frame.stem}.png")
         for kind in ("depth", "segmentation"):
             if kind in self.extra:
-                png = frame.image(kind)
-                row[kind] = {"bytes": png, "path": f"{frame.stem}_{kind}.png"}
-                size += len(png)
+                self._image(row, kind, frame, kind, f"{frame.stem}_{kind}.png")
         if "camera" in self.extra:
             row.update({k: frame.row[k] for k in CAMERA})
-        split.append(row, columns, size)
+        split.append(row, columns)
+
+    @staticmethod
+    def _image(row: dict[str, Any], column: str, frame: ExportFrame, kind: str, path: str) -> None:
+        """The frame's image of ``kind`` in ``row``: named when it is the archive's as stored
+        (the shard-writing process reads it), its bytes otherwise."""
+        if frame.stored(kind) and frame.archive.filename:
+            row[column] = {"bytes": None, "path": path}
+            row[member_column(column)] = frame.row[f"{kind}_path"]
+        else:
+            row[column] = {"bytes": frame.image(kind), "path": path}
+            row[member_column(column)] = None
 
     def close(self) -> dict[str, Any]:
         """Every split's shards named and moved into ``data/``; the card written."""
-        data = self.ctx.out / "data"
-        data.mkdir(parents=True, exist_ok=True)
+        for split in self.splits.values():
+            split.flush()
+        shards = self.shards.finish()
+        (self.ctx.out / "data").mkdir(parents=True, exist_ok=True)
         files: dict[str, list[str]] = {}
         for name in SPLITS:  # a split that got no frame has no shard: datasets refuses
-            if name in self.splits:  # a split of no rows
-                files[name] = self.splits[name].finish(data)
-        self.background.shutdown()
+            if name in shards:  # a split of no rows
+                files[name] = []
+                for n, (part, sha256) in enumerate(shards[name]):
+                    path = f"data/{name}-{n:05d}-of-{len(shards[name]):05d}.parquet"
+                    (self.parts_dir / part).rename(self.ctx.out / path)
+                    if self.ctx.made is not None:
+                        self.ctx.made(path, sha256)
+                    files[name].append(path)
         shutil.rmtree(self.parts_dir, ignore_errors=True)
-        (self.ctx.out / "README.md").write_text(self.card(files), encoding="utf-8")
+        self.ctx.write("README.md", self.card(files).encode())
         return {
             "format": "hf",
             "files": [*(f for names in files.values() for f in names), "README.md"],

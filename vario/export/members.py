@@ -123,17 +123,33 @@ class ArchiveMembers:
     def read(self, name: str) -> bytes:
         """The member's bytes, checked against its CRC-32."""
         info = self._info(name)
-        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        if not _stored(info):
             return self._zip.read(info)  # compressed or encrypted: zipfile's way
         data = os.pread(self._fd, info.file_size, self._offset(info))
-        if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
-            raise MemberError(f"{self.filename}: {name}: bad CRC-32 (the archive is damaged)")
+        self._check(info, len(data), data)
         return data
+
+    def read_into(self, name: str, buffer: memoryview) -> None:
+        """The member's bytes read into ``buffer`` (exactly its size), checked against its
+        CRC-32: many members read into one buffer make one Arrow column with no copy."""
+        info = self._info(name)
+        if len(buffer) != info.file_size:
+            raise ValueError(f"{name}: {info.file_size} bytes, not {len(buffer)}")
+        if not _stored(info):
+            buffer[:] = self._zip.read(info)
+            return
+        self._check(info, os.preadv(self._fd, [buffer], self._offset(info)), buffer)
+
+    def _check(self, info: zipfile.ZipInfo, read: int, data: bytes | memoryview) -> None:
+        if read != info.file_size or zlib.crc32(data) != info.CRC:
+            raise MemberError(
+                f"{self.filename}: {info.filename}: bad CRC-32 (the archive is damaged)"
+            )
 
     def copy_to(self, name: str, target: Path) -> int:
         """The member written as ``target`` (created or truncated); returns its size."""
         info = self._info(name)
-        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        if not _stored(info):
             target.write_bytes(self._zip.read(info))
             return info.file_size
         offset, left = self._offset(info), info.file_size
@@ -147,3 +163,9 @@ class ArchiveMembers:
         finally:
             os.close(out)
         return info.file_size
+
+
+def _stored(info: zipfile.ZipInfo) -> bool:
+    """Whether the member's bytes lie in the archive as they are (not compressed or
+    encrypted)."""
+    return info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1

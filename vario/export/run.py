@@ -4,7 +4,8 @@ through the format's writer into a folder that appears whole or not at all.
 Each shard's ``frames`` and ``objects`` tables are read (a few thousand rows), sliced with the
 request's WHERE on the query sandbox's connection, and handed to the writer job by job, the
 job's archive readable while its frames are written; images as stored in the archives are
-copied on a second process (``vario.export.copier``) while this one writes the labels.
+copied on a second process (``vario.export.copier``; Hugging Face shards are written on one:
+``vario.export.hf_shards``) while this one writes the labels.
 The export is written under a temporary name beside ``out`` and renamed once complete, with
 ``export.json`` (what was asked, with any augmentation spec's content, the counts, the
 catalog) and ``checksums.sha256`` (every file, ``sha256sum -c`` reads it). The same request
@@ -24,7 +25,7 @@ import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,19 +142,20 @@ def export_batch(
                 final=out,
                 generators=tuple(generators),
                 copy=files.copy,
+                made=files.made,
             )
-            writer = cls(ctx, **options)
             counts = _Counts()
             augmenter = aug.Augmenter(spec) if spec is not None else None
             # the columns the writer reads (every column for an augmenter, which reads more)
             columns = getattr(cls, "COLUMNS", None) if augmenter is None else None
             frames = _frames(store, con, batch, selection, splits, len(jobs), on_job, columns)
-            with closing(frames):  # its open archive closed, even on an error
+            # the open archive closed, and the writer's own process stopped, even on an error
+            with _entered(cls(ctx, **options)) as writer, closing(frames):
                 for found in frames:
                     for frame in augmenter.frames(found) if augmenter else (found,):
                         writer.add(frame)
                         counts.add(frame)
-            reported = writer.close()
+                reported = writer.close()
         in_order = [name for name in SPLITS if name in counts.frames]
         summary = ExportSummary(
             out,
@@ -170,6 +172,12 @@ def export_batch(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return summary
+
+
+def _entered(writer: Any) -> AbstractContextManager:
+    """The writer as a context manager: itself when it is one (it runs a process of its
+    own: ``Writer``), else one that does nothing."""
+    return writer if isinstance(writer, AbstractContextManager) else nullcontext(writer)
 
 
 def _partial(out: Path, request: dict) -> Path:
@@ -437,6 +445,11 @@ class _FileWriter:
             self._copier = Copier(self.root, self.cache)
         self._copier.copy(archive, member, relative, sha256)
         self.digests[relative] = sha256 or ""  # or the copier's, once it is done
+
+    def made(self, path: str, sha256: str) -> None:
+        relative = self._claim(path)
+        self.digests[relative] = sha256
+        self.bytes += (self.root / relative).stat().st_size
 
     def _claim(self, path: Path | str) -> str:
         """``path`` as a name inside the export, not given before (string checks: this runs

@@ -51,10 +51,10 @@ class Copier(Worker):
             self._job = (archive, [])
         self._job[1].append([member, target, sha256])
 
-    def finish(self) -> tuple[int, dict[str, str]]:  # type: ignore[override]
+    def finish(self) -> tuple[int, dict[str, str]]:
         self._send()
         self._write(END)
-        reply = super().finish()
+        reply = self.result()
         return reply["bytes"], reply["digests"]
 
     def _send(self) -> None:

@@ -70,7 +70,7 @@ def encodings(schema: pa.Schema) -> dict[str, Any]:
 
 class ShardWriter(Worker):
     """The shard-writing process of one export: ``write`` sends a split's row group (its
-    columns by the stream's field names), ``finish`` waits for every shard and returns
+    columns in the order of ``schema``, the stream's), ``finish`` waits for every shard and returns
     ``{split: [(file name in parts, sha256), ...]}``. A context manager (``Worker``)."""
 
     def __init__(self, parts: Path, schema: pa.Schema, shard_bytes: int):
@@ -84,10 +84,10 @@ class ShardWriter(Worker):
         batch = pa.RecordBatch.from_arrays(columns, schema=self.schema)
         self._send(batch, {"split": split})
 
-    def finish(self) -> dict[str, list[tuple[str, str]]]:  # type: ignore[override]
+    def finish(self) -> dict[str, list[tuple[str, str]]]:
         self._send(pa.RecordBatch.from_pylist([], schema=self.schema), {"end": ""})
         self.send(self._stream.close)
-        shards = super().finish()["shards"]
+        shards = self.result()["shards"]
         return {
             split: [(name, sha256) for name, sha256 in files] for split, files in shards.items()
         }

@@ -61,8 +61,8 @@ class Worker:
         except OSError:  # BrokenPipeError, or pyarrow's wrapping of it: the helper stopped
             raise self._failed(self._answer()) from None
 
-    def finish(self) -> dict[str, Any]:
-        """The helper's result, once its input is closed (the end mark written already)."""
+    def result(self) -> dict[str, Any]:
+        """The helper's answer, once its input is closed (the end mark written already)."""
         self.send(lambda: None)  # flushed: closing cannot meet a broken pipe
         self.stdin.close()
         reply = self._answer()

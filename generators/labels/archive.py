@@ -112,14 +112,19 @@ def is_complete(path: Path) -> bool:
 
 
 def read_tables(path: Path) -> dict[str, pa.Table]:
-    """The label tables stored in a job archive. Read single-threaded through ``ParquetFile``:
-    Arrow's read from memory through ``read_table`` (its datasets path) leaves work behind
-    that aborts the process at exit ("terminate called without an active exception",
-    apache/arrow #33975), which failed finished Cycles jobs: with ``use_threads=False`` still
-    2 of 60 processes here, through ``ParquetFile`` 0 of 60."""
+    """The label tables stored in a job archive, read single-threaded through ``ParquetFile``
+    from an Arrow buffer. Arrow's reads through a Python file object (``io.BytesIO``) or its
+    datasets path (``read_table``) run on its I/O threads, and a read's last piece of work,
+    still on such a thread at the process's exit, needs the interpreter lock to let go of
+    the Python bytes it held: the thread ends mid-destructor and the process aborts
+    ("terminate called without an active exception", apache/arrow #33975; a core dump
+    showed it). That failed finished Cycles jobs: about 1 process in 200 on a loaded
+    machine through ``io.BytesIO``. This way no Arrow thread starts."""
     with zipfile.ZipFile(path) as z:
         return {
-            t: pq.ParquetFile(io.BytesIO(z.read(f"labels/{t}.parquet"))).read(use_threads=False)
+            t: pq.ParquetFile(pa.BufferReader(z.read(f"labels/{t}.parquet"))).read(
+                use_threads=False
+            )
             for t in LABEL_TABLES
         }
 

@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import io
 import json
 import os
 import resource
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import dagster as dg
@@ -38,6 +36,7 @@ import yaml
 
 from generators.contract import registry
 from generators.contract.generator import Generator
+from generators.labels import archive as arc
 from vario.batch.plan import plan
 from vario.batch.spec import BatchSpec
 from vario.run.pool import worker_pool
@@ -121,8 +120,7 @@ def mean_job_seconds(out: Path) -> float:
     the two sides, the machine's load changed between them, not the overhead."""
     seconds = []
     for path in out.glob("*.zip"):
-        with zipfile.ZipFile(path) as z:
-            jobs = pq.read_table(io.BytesIO(z.read("labels/jobs.parquet")))
+        jobs = arc.read_tables(path)["jobs"]
         seconds.append(jobs.column("total_seconds")[0].as_py())
     return sum(seconds) / len(seconds)
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 from typing import Literal
 
-import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from pydantic import Field
 
 from dagster_project.cli import main
 from generators.contract import registry
+from generators.labels import archive as arc
 from generators.library.tabletop import TabletopParams
 from generators.params import GeneratorParams, ParameterError, describe, validate
 
@@ -129,7 +129,7 @@ def test_cli_run_prints_the_archive_path(tmp_path):
     assert archive.endswith(".zip") and [str(p) for p in tmp_path.iterdir()] == [archive]
     with zipfile.ZipFile(archive) as z:
         job = json.loads(z.read("job.json"))
-        frames = pq.read_table(io.BytesIO(z.read("labels/frames.parquet")))
+    frames = arc.read_tables(Path(archive))["frames"]
     assert (
         job["seed"] == 7 and job["params"]["n_objects"] == 2 and job["params"]["resolution"] == 64
     )

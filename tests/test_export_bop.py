@@ -6,7 +6,6 @@ cam_t_m2c must land on the object's pixels, masks must be the segmentation's pix
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from dataclasses import replace
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import build_batch
 
+from generators.labels import archive as arc
 from generators.library.falling_objects import FallingObjectsGenerator
 from generators.scene.catalog import default_catalog
 from vario.export.bop import BopWriter, fill_triangles
@@ -38,10 +38,8 @@ SCALE = 2.0  # every falling object twice its catalog size
 
 
 def _tables(z: zipfile.ZipFile) -> tuple[list[dict], list[dict]]:
-    frames, objects = (
-        pq.read_table(io.BytesIO(z.read(f"labels/{name}.parquet"))).to_pylist()
-        for name in ("frames", "objects")
-    )
+    tables = arc.read_tables(Path(z.filename))
+    frames, objects = (tables[name].to_pylist() for name in ("frames", "objects"))
     return frames, objects
 
 

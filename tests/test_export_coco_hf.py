@@ -25,6 +25,7 @@ from pycocotools import mask as mask_utils  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402
 
+from generators.labels import archive as arc  # noqa: E402
 from generators.scene.catalog import default_catalog  # noqa: E402
 from vario.export.coco import CocoWriter  # noqa: E402
 from vario.export.frame import ExportContext, ExportFrame  # noqa: E402
@@ -38,8 +39,7 @@ LIST_TYPES = tuple(t for t in (getattr(datasets, "List", None), datasets.Sequenc
 
 
 def _table_rows(archive: Path, name: str) -> list[dict]:
-    with zipfile.ZipFile(archive) as z:
-        return pq.read_table(io.BytesIO(z.read(f"labels/{name}.parquet"))).to_pylist()
+    return arc.read_tables(archive)[name].to_pylist()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ their boxes checked against the label tables, the catalog and an independent pro
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import zipfile
@@ -19,6 +18,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from scipy.spatial.transform import Rotation
 
+from generators.labels import archive as arc
 from generators.scene.catalog import default_catalog
 from vario.export.frame import SPLITS, ExportContext, ExportFrame
 from vario.export.kitti import KittiWriter, calib_text, label_line
@@ -34,8 +34,8 @@ def job_frames(tabletop_job):
     """The tabletop job's frames as the export streams them: frame k in split k (train, val,
     test), each with its ``frames`` row and its ``objects`` rows in instance order."""
     archive = zipfile.ZipFile(tabletop_job.archive)
-    frames = pq.read_table(io.BytesIO(archive.read("labels/frames.parquet"))).to_pylist()
-    objects = pq.read_table(io.BytesIO(archive.read("labels/objects.parquet"))).to_pylist()
+    tables = arc.read_tables(tabletop_job.archive)
+    frames, objects = tables["frames"].to_pylist(), tables["objects"].to_pylist()
     result = []
     for row in frames:
         mine = sorted(

@@ -8,12 +8,12 @@ import json
 import cv2
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from conftest import SMALL, cube, read_member, render_still, top_down_scene
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from generators.labels import archive as arc
 from generators.library.tabletop import TabletopGenerator
 from generators.scene.catalog import default_catalog
 from generators.scene.geometry import rotation, world_to_camera
@@ -184,7 +184,7 @@ def test_archive_holds_every_part(tabletop_job):
 
 
 def test_jobs_table_has_a_typed_column_per_parameter(tabletop_job):
-    jobs = pq.read_table(io.BytesIO(read_member(tabletop_job.archive, "labels/jobs.parquet")))
+    jobs = arc.read_tables(tabletop_job.archive)["jobs"]
     row = jobs.to_pylist()[0]
     params = TabletopGenerator.Params(**SMALL, start_time=0.1)
     for name, value in params.model_dump(mode="json").items():

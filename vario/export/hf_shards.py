@@ -179,22 +179,20 @@ class _Images:
 
 class _Split:
     """One split's shards: each row group written into the current one, rolled by size.
-    Used on the writing thread only."""
+    Used by one thread at a time: the writing thread, then ``_Shards.finish``."""
 
-    def __init__(self, name: str, parts: Path, schema: pa.Schema, shards: _Shards):
+    def __init__(self, name: str, shards: _Shards):
         self.name = name
-        self.parts = parts
-        self.schema = schema
         self.owner = shards
         self.parquet: pq.ParquetWriter | None = None  # the current shard's, at ``path``
-        self.path = parts
+        self.path = shards.parts
         self.images = 0  # bytes of images in the current shard
         self.shards: list[tuple[str, Future[str]]] = []  # each shard's name and digest
 
     def write(self, table: pa.Table, images: int) -> None:
         if self.parquet is None:
-            self.path = self.parts / f"{self.name}-{len(self.shards):05d}.parquet"
-            self.parquet = pq.ParquetWriter(self.path, self.schema, **self.owner.options)
+            self.path = self.owner.parts / f"{self.name}-{len(self.shards):05d}.parquet"
+            self.parquet = pq.ParquetWriter(self.path, self.owner.schema, **self.owner.options)
         self.parquet.write_table(table, row_group_size=table.num_rows)
         self.images += images
         if self.images >= self.owner.shard_bytes:
@@ -251,7 +249,7 @@ class _Shards:
             columns.append(column)
         table = pa.Table.from_arrays(columns, schema=self.schema)
         if split not in self.splits:
-            self.splits[split] = _Split(split, self.parts, self.schema, self)
+            self.splits[split] = _Split(split, self)
         self._wait()
         self.written = self.writing.submit(self.splits[split].write, table, size)
 

@@ -23,6 +23,7 @@ SHA-256: ``{"shards": {split: [[file name, sha256], ...]}}``.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +39,7 @@ from vario.export.worker import Worker, check_parent, serve
 IMAGE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
 ARCHIVE = "__archive"  # the row's job archive, in the stream: not a shard column
 WRITE_BATCH_ROWS = 1  # a page closes once past 1 MiB, whatever the images' size
+HASH_BLOCK = 2**20  # bytes of a shard read back at a time to hash it
 MAX_ROW_GROUP_IMAGES = 2**31 - 1  # bytes of one image column in one row group (``binary``
 # offsets are 32-bit)
 
@@ -186,6 +188,7 @@ class _Split:
         self.owner = shards
         self.parquet: pq.ParquetWriter | None = None  # the current shard's, at ``path``
         self.path = shards.parts
+        self.hash: _Hash | None = None  # the current shard's
         self.images = 0  # bytes of images in the current shard
         self.shards: list[tuple[str, Future[str]]] = []  # each shard's name and digest
 
@@ -193,7 +196,9 @@ class _Split:
         if self.parquet is None:
             self.path = self.owner.parts / f"{self.name}-{len(self.shards):05d}.parquet"
             self.parquet = pq.ParquetWriter(self.path, self.owner.schema, **self.owner.options)
+            self.hash = _Hash(self.path, self.owner.hashing)
         self.parquet.write_table(table, row_group_size=table.num_rows)
+        self.hash.grow()
         self.images += images
         if self.images >= self.owner.shard_bytes:
             self.close()
@@ -201,19 +206,49 @@ class _Split:
     def close(self) -> None:
         if self.parquet is not None:
             self.parquet.close()
-            self.shards.append((self.path.name, self.owner.hashing.submit(_sha256, self.path)))
+            self.shards.append((self.path.name, self.hash.finish()))
             self.parquet, self.images = None, 0
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
+class _Hash:
+    """A shard's SHA-256, brought up to date on the hashing thread with the bytes each row
+    group added (read back from the page cache), so that closing the last shards waits for
+    little hashing. One hashing thread: a file's updates run in the order they were asked."""
+
+    def __init__(self, path: Path, pool: ThreadPoolExecutor):
+        self.fd = os.open(path, os.O_RDONLY)
+        self.pool = pool
+        self.sha256 = hashlib.sha256()
+        self.block = memoryview(bytearray(HASH_BLOCK))  # read into again and again: fresh
+        # memory for every block cost more than the hashing
+        self.done = 0  # bytes hashed
+
+    def grow(self) -> None:
+        self.pool.submit(self._update)
+
+    def finish(self) -> Future[str]:
+        """The digest of the whole file, once it is closed."""
+        return self.pool.submit(self._digest)
+
+    def _update(self) -> None:
+        size = os.fstat(self.fd).st_size  # the file only grows: bytes written stay as they are
+        while self.done < size:
+            read = os.preadv(self.fd, [self.block[: size - self.done]], self.done)
+            self.sha256.update(self.block[:read])
+            self.done += read
+
+    def _digest(self) -> str:
+        try:
+            self._update()
+            return self.sha256.hexdigest()
+        finally:
+            os.close(self.fd)
 
 
 class _Shards:
     """The process's work: each row group's images read while the one before is written
-    (on a thread: Arrow lets go of the interpreter lock), shards hashed once closed (on
-    two more)."""
+    (on a thread: Arrow lets go of the interpreter lock), and hashed once written (on
+    another)."""
 
     def __init__(self, parts: Path, shard_bytes: int, schema: pa.Schema):
         self.parts = parts
@@ -223,7 +258,7 @@ class _Shards:
         self.splits: dict[str, _Split] = {}
         self.images = _Images()
         self.writing = ThreadPoolExecutor(max_workers=1)
-        self.hashing = ThreadPoolExecutor(max_workers=2)
+        self.hashing = ThreadPoolExecutor(max_workers=1)  # one: see _Hash
         self.written: Future | None = None  # the row group being written
 
     def __enter__(self) -> _Shards:

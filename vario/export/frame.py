@@ -73,9 +73,13 @@ class ExportFrame:
             )
         return self.archive.read(self.row[f"{kind}_path"])
 
-    def stored(self, kind: str) -> bool:
-        """Whether ``image(kind)`` is the archive's file as stored (not a replaced image)."""
-        return self.archive_images and not (self.images and kind in self.images)
+    def member(self, kind: str) -> str | None:
+        """The archive member that ``image(kind)`` is, as stored, for another process to read
+        from the archive's file; None for a replaced image (an augmented copy's) or an
+        archive with no file."""
+        if not self.archive_images or (self.images and kind in self.images):
+            return None
+        return self.row[f"{kind}_path"] if self.archive.filename else None
 
     def checksum(self, kind: str) -> str | None:
         """The SHA-256 recorded at render time of the image ``image(kind)`` returns, when
@@ -126,8 +130,8 @@ class ExportContext:
     def write_image(self, path: Path | str, frame: ExportFrame, kind: str) -> None:
         """Write ``frame``'s image of ``kind`` at ``path``: an image as stored in the archive
         is copied from it (on the copier process), any other written from its bytes."""
-        if self.copy is not None and frame.stored(kind) and frame.archive.filename:
-            member = frame.row[f"{kind}_path"]
+        member = frame.member(kind)
+        if self.copy is not None and member is not None:
             self.copy(path, frame.archive.filename, member, frame.checksum(kind))
         else:
             self.write(path, frame.image(kind), frame.checksum(kind))

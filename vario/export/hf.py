@@ -256,12 +256,9 @@ class HuggingFaceWriter:
     def _image(row: dict[str, Any], column: str, frame: ExportFrame, kind: str, path: str) -> None:
         """The frame's image of ``kind`` in ``row``: named when it is the archive's as stored
         (the shard-writing process reads it), its bytes otherwise."""
-        if frame.stored(kind) and frame.archive.filename:
-            row[column] = {"bytes": None, "path": path}
-            row[member_column(column)] = frame.row[f"{kind}_path"]
-        else:
-            row[column] = {"bytes": frame.image(kind), "path": path}
-            row[member_column(column)] = None
+        member = frame.member(kind)
+        row[column] = {"bytes": None if member else frame.image(kind), "path": path}
+        row[member_column(column)] = member
 
     def close(self) -> dict[str, Any]:
         """Every split's shards named and moved into ``data/``; the card written."""

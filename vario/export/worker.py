@@ -63,7 +63,7 @@ class Worker:
 
     def result(self) -> dict[str, Any]:
         """The helper's answer, once its input is closed (the end mark written already)."""
-        self.send(lambda: None)  # flushed: closing cannot meet a broken pipe
+        self.send(self.stdin.flush)  # flushed: closing cannot meet a broken pipe
         self.stdin.close()
         reply = self._answer()
         if "error" in reply:
